@@ -1,0 +1,57 @@
+"""The `v2idetr` command line: one entry point, one subcommand per task.
+
+Each command module exposes ``register(subparsers)``, which adds its subcommand(s) with a
+``func(args) -> int`` default. Errors caused by user input (``V2IDetrError``) are printed as one
+clear message and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from v2idetr import __version__
+from v2idetr.errors import V2IDetrError
+
+COMMAND_MODULES = (
+    "v2idetr.data.commands",  # data convert | stats | validate
+    "v2idetr.data.synthetic_command",  # synth
+    "v2idetr.engine.commands",  # train | eval
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="v2idetr",
+        description="V2I-DETR: video-to-image distillation for real-time lesion detection in medical video.",
+    )
+    parser.add_argument("--version", action="version", version=f"v2idetr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except V2IDetrError as exc:
+        print(f"v2idetr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"v2idetr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""Typed configuration: the single source of defaults.
+
+A run's configuration is these dataclasses, merged with a YAML file from ``configs/`` (which may
+``include:`` other YAML files) and then with dotted ``key=value`` overrides from the command line.
+An unknown key, a wrong type or a duplicated YAML key is an error that names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from v2idetr.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how clips and batches are made."""
+
+    train: str | None = None  # annotation file (COCO-VID JSON) or dataset folder
+    val: str | None = None
+    test: str | None = None
+    format: str = "auto"  # auto | coco-vid | buv | sun
+    images_root: str | None = None  # frame paths are relative to the JSON's folder unless set
+    num_frames: int = 1  # T: frames per clip (1 for image models)
+    clip_mode: str = "adjacent"  # adjacent | random | global | past
+    window: int = 8  # random mode: support frames within +-window of the key frame
+    stride: int = 1  # adjacent/past mode: gap between neighbouring clip frames
+    train_sizes: list[int] = field(default_factory=lambda: [128])  # short side, one drawn per batch
+    test_size: int = 128
+    max_size: int = 224
+    hflip: float = 0.5
+    crop: float = 0.0  # probability of a random crop that keeps every box
+    photometric: float = 0.5  # probability of per-clip brightness/contrast jitter
+    batch_size: int = 8
+    workers: int = 0
+    skip_invalid: bool = False
+    exclude: str | None = None  # text file of video names to leave out (e.g. BUV errata)
+
+
+@dataclass
+class ModelConfig:
+    """The deformable DETR detector (student / baseline) and, for teachers, the temporal module."""
+
+    num_classes: int = 0  # 0: taken from the training data
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
+    backbone_weights: str = "none"  # none | imagenet | <path to a state dict>
+    backbone_stages: int = 4  # ResNet stages to run (3: stop after C4)
+    freeze_backbone_bn: bool = True
+    num_feature_levels: int = 4  # C3-C5 (+ extra stride-64 levels)
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    ffn_dim: int = 1024
+    dropout: float = 0.0
+    enc_points: int = 4
+    dec_points: int = 4
+    num_queries: int = 300
+    two_stage: bool = True
+    box_refine: bool = True
+    dn_number: int = 100  # denoising queries (0 disables denoising training)
+    dn_label_noise: float = 0.5
+    dn_box_noise: float = 0.4
+    temporal: str = "none"  # none | mean | msi  (teachers only)
+    msi_layers: int = 2
+    msi_points: int = 4
+
+
+@dataclass
+class LossConfig:
+    """Matching costs and loss weights (DETR family defaults)."""
+
+    cost_class: float = 2.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    loss_class: float = 2.0
+    loss_bbox: float = 5.0
+    loss_giou: float = 2.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    aux: bool = True
+
+
+@dataclass
+class DistillConfig:
+    """Video-to-image distillation (TFD + CQD); weights of 0 switch a term off."""
+
+    tfd: float = 0.0
+    cqd: float = 0.0
+    tfd_mask: str = "gaussian"  # gaussian | binary
+    tfd_features: str = "memory"  # memory | backbone
+    cqd_sampling: str = "random"  # random | fixed
+    init_from_teacher: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule and bookkeeping."""
+
+    steps: int = 2000
+    lr: float = 2e-4
+    backbone_lr: float = 2e-5
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | step | constant
+    step_milestones: list[float] = field(default_factory=lambda: [0.8])  # fractions of steps
+    clip_grad: float = 0.1
+    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    ema: float = 0.0  # EMA decay, 0 disables
+    eval_every: int = 500
+    log_every: int = 20
+    keep_last: int = 2
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads on CPU, 0: library default
+    time_limit_min: float = 0.0  # stop (and save) after this many minutes, 0: no limit
+    max_bad_steps: int = 20  # non-finite losses in a row before the run stops
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol for image-level precision / recall / F1 (DESIGN section 5)."""
+
+    protocol: str = "yona"  # yona | strict | stft
+    score_thresh: float | None = None  # None: the protocol's default
+    nms_iou: float | None = None
+    num_select: int = 100
+
+
+@dataclass
+class Config:
+    """A complete run configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": ("auto", "coco-vid", "buv", "sun"),
+    "data.clip_mode": ("adjacent", "random", "global", "past"),
+    "model.backbone": ("resnet18", "resnet34", "resnet50"),
+    "model.temporal": ("none", "mean", "msi"),
+    "distill.tfd_mask": ("gaussian", "binary"),
+    "distill.tfd_features": ("memory", "backbone"),
+    "distill.cqd_sampling": ("random", "fixed"),
+    "train.schedule": ("cosine", "step", "constant"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "eval.protocol": ("yona", "strict", "stft"),
+}
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML file, resolving ``include:`` (a path or list of paths, relative to the file)."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: include cycle through {' -> '.join(str(p) for p in seen)}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        # OmegaConf's loader rejects duplicated keys, which plain yaml.safe_load silently merges.
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    includes = data.pop("include", [])
+    includes = [includes] if isinstance(includes, str) else list(includes)
+    merged: DictConfig = OmegaConf.create({})
+    for inc in includes:
+        merged = OmegaConf.merge(merged, _read_yaml(path.parent / inc, (*seen, path)))
+    return OmegaConf.to_container(OmegaConf.merge(merged, data))  # type: ignore[return-value]
+
+
+def _check_choices(cfg: Config) -> None:
+    for dotted, allowed in _CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{dotted}' = {value!r}: expected one of {', '.join(allowed)}")
+    if cfg.data.num_frames < 1:
+        raise ConfigError(f"config key 'data.num_frames' = {cfg.data.num_frames}: expected >= 1")
+    if cfg.model.temporal != "none" and cfg.data.num_frames < 1:
+        raise ConfigError("a temporal model needs data.num_frames >= 1")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file (with includes) <- ``key=value`` overrides, validated.
+
+    Raises ``ConfigError`` naming the offending key on unknown keys, wrong types or bad choices.
+    """
+    schema = OmegaConf.structured(Config)
+    try:
+        if path is not None:
+            schema = OmegaConf.merge(schema, _read_yaml(Path(path)))
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r}: expected key=value (e.g. train.steps=100)")
+            schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"config key '{key}': {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+    cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
+    _check_choices(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a config saved in a checkpoint (validated like a YAML file)."""
+    try:
+        cfg: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"saved config key '{getattr(exc, 'full_key', '?')}': {exc}") from exc
+    _check_choices(cfg)
+    return cfg
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,1 @@
+"""Datasets: readers into one index, clips, transforms, batching, synthetic lesion videos."""

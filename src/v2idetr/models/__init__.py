@@ -1,0 +1,1 @@
+"""Detector building blocks: backbone, deformable attention, transformer, detector, matcher, criterion, post-processing."""
