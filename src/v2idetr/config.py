@@ -31,9 +31,9 @@ class DataConfig:
     clip_mode: str = "adjacent"  # adjacent | random | global | past
     window: int = 8  # random mode: support frames within +-window of the key frame
     stride: int = 1  # adjacent/past mode: gap between neighbouring clip frames
-    train_sizes: list[int] = field(default_factory=lambda: [128])  # short side, one drawn per batch
+    train_sizes: list[int] = field(default_factory=lambda: [128])  # short side, one drawn per clip (batches pad)
     test_size: int = 128
-    max_size: int = 224
+    max_size: int = 224  # cap on the long side (0: no cap)
     hflip: float = 0.5
     crop: float = 0.0  # probability of a random crop that keeps every box
     photometric: float = 0.5  # probability of per-clip brightness/contrast jitter
@@ -121,6 +121,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads on CPU, 0: library default
     time_limit_min: float = 0.0  # stop (and save) after this many minutes, 0: no limit
     max_bad_steps: int = 20  # non-finite losses in a row before the run stops
+    best_metric: str = "AP50"  # validation metric that selects best.ckpt (higher is better)
 
 
 @dataclass
@@ -159,6 +160,12 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _describe(exc: OmegaConfBaseException, what: str) -> str:
+    """OmegaConf's message without its multi-line object dump, led by the dotted key."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{what} '{getattr(exc, 'full_key', None) or '?'}': {first_line}"
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML file, resolving ``include:`` (a path or list of paths, relative to the file)."""
     path = path.resolve()
@@ -191,8 +198,6 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"config key '{dotted}' = {value!r}: expected one of {', '.join(allowed)}")
     if cfg.data.num_frames < 1:
         raise ConfigError(f"config key 'data.num_frames' = {cfg.data.num_frames}: expected >= 1")
-    if cfg.model.temporal != "none" and cfg.data.num_frames < 1:
-        raise ConfigError("a temporal model needs data.num_frames >= 1")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -209,8 +214,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise ConfigError(f"override {item!r}: expected key=value (e.g. train.steps=100)")
             schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"config key '{key}': {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+        raise ConfigError(_describe(exc, "config key")) from exc
     cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]
     _check_choices(cfg)
     return cfg
@@ -225,7 +229,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     try:
         cfg: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"saved config key '{getattr(exc, 'full_key', '?')}': {exc}") from exc
+        raise ConfigError(_describe(exc, "saved config key")) from exc
     _check_choices(cfg)
     return cfg
 

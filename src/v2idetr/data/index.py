@@ -174,7 +174,9 @@ class DatasetIndex:
                         }
                     )
                     ann_id += 1
-        categories = [{"id": cid, "name": name} for cid, name in zip(self.category_ids, self.class_names, strict=True)]
+        categories = [
+            {"id": cid, "name": name} for cid, name in zip(self.category_ids, self.class_names, strict=True)
+        ]
         return {
             **self.info,
             "videos": videos,

@@ -1,0 +1,157 @@
+"""The Python API: the same features as the CLI, as plain functions.
+
+>>> from v2idetr import api
+>>> result = api.train("configs/student-tiny.yaml", ["data.train=s/train.json", "data.val=s/val.json"], "runs/a")
+>>> metrics = api.evaluate("runs/a/best.ckpt", "s/val.json", out_dir="runs/a/eval")
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from v2idetr.config import Config, config_from_dict, load_config
+from v2idetr.data.index import DatasetIndex
+from v2idetr.data.load import load_index
+from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
+from v2idetr.engine.evaluator import evaluate as evaluate_predictions
+from v2idetr.engine.inference import build_eval_loader, predict_loader
+from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, resolve_device
+from v2idetr.errors import CheckpointError, ConfigError, DatasetError
+from v2idetr.models.build import build, build_model
+from v2idetr.models.postprocess import PostProcess
+
+log = logging.getLogger(__name__)
+
+
+def load_dataset(cfg: Config, path: str | Path | None, role: str, split: str = "train") -> DatasetIndex:
+    """Read the dataset behind ``data.<role>`` with the config's format options."""
+    if path is None:
+        raise ConfigError(
+            f"config key 'data.{role}' is not set: give data.{role}=PATH (a COCO-VID JSON or folder)"
+        )
+    return load_index(
+        path,
+        format=cfg.data.format,
+        images_root=cfg.data.images_root,
+        skip_invalid=cfg.data.skip_invalid,
+        exclude=cfg.data.exclude,
+        split=split,
+    )
+
+
+def _check_same_classes(train: DatasetIndex, other: DatasetIndex, role: str) -> None:
+    if other.category_ids and other.category_ids != train.category_ids:
+        raise DatasetError(
+            [],
+            header=(
+                f"data.{role} has categories {list(zip(other.category_ids, other.class_names, strict=True))} but "
+                f"data.train has {list(zip(train.category_ids, train.class_names, strict=True))}: "
+                "both splits must use the same category ids"
+            ),
+        )
+
+
+def train(
+    config: str | Path | Config | None = None,
+    overrides: list[str] | None = None,
+    out_dir: str | Path = "runs/train",
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train an image detector (or a video teacher, per ``model.temporal``) and write checkpoints."""
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    train_index = load_dataset(cfg, cfg.data.train, "train")
+    val_index = load_dataset(cfg, cfg.data.val, "val", split="test") if cfg.data.val else None
+    if val_index is not None:
+        _check_same_classes(train_index, val_index, "val")
+    else:
+        log.warning("data.val is not set: no validation, best.ckpt will be the last weights")
+    num_classes = cfg.model.num_classes or train_index.num_classes
+    if cfg.model.num_classes and cfg.model.num_classes != train_index.num_classes:
+        raise ConfigError(
+            f"config key 'model.num_classes' = {cfg.model.num_classes}, but {cfg.data.train} has "
+            f"{train_index.num_classes} categories {train_index.class_names}"
+        )
+    built = build(cfg, num_classes)
+    meta = {
+        "kind": "teacher" if cfg.model.temporal != "none" else "detector",
+        "num_classes": num_classes,
+        "class_names": train_index.class_names,
+        "category_ids": train_index.category_ids,
+    }
+    trainer = Trainer(
+        cfg,
+        built.model,
+        DetectionObjective(built.model, built.criterion),
+        built.postprocess,
+        train_index,
+        val_index,
+        Path(out_dir),
+        meta,
+        progress=progress,
+    )
+    return trainer.fit(resume=resume)
+
+
+def load_model(
+    checkpoint: str | Path | Checkpoint, device: str = "cpu"
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained with and load its weights (strictly)."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(Path(checkpoint))
+    cfg = config_from_dict(ckpt.config)
+    model = build_model(cfg, int(ckpt.meta["num_classes"]))
+    weights = {k: v for k, v in ckpt.model.items() if not k.startswith("__extra__.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{ckpt.path}: weights do not fit the model built from its config "
+            f"(missing keys: {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
+            f"unexpected keys: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''})"
+        )
+    model.to(resolve_device(device)).eval()
+    return model, cfg, ckpt.meta
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path,
+    out_dir: str | Path | None = None,
+    protocol: str | None = None,
+    score_thresh: float | None = None,
+    nms_iou: float | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """COCO AP/AP50/AP75 and image-level P/R/F1 (named protocol) of a checkpoint on a dataset."""
+    model, cfg, meta = load_model(checkpoint, device=device)
+    index = load_dataset(cfg, data, "eval", split="test")
+    if index.category_ids and index.category_ids != meta["category_ids"]:
+        raise DatasetError(
+            [],
+            header=(
+                f"{data}: categories {index.category_ids} differ from the checkpoint's {meta['category_ids']}"
+            ),
+        )
+    dev = next(model.parameters()).device
+    loader = build_eval_loader(cfg, index, batch_size=batch_size)
+    predictions = predict_loader(model, PostProcess(cfg.eval.num_select), loader, dev, progress=progress)
+    return evaluate_predictions(
+        index,
+        predictions,
+        protocol=protocol or cfg.eval.protocol,
+        score_thresh=score_thresh if score_thresh is not None else cfg.eval.score_thresh,
+        nms_iou=nms_iou if nms_iou is not None else cfg.eval.nms_iou,
+        out_dir=Path(out_dir) if out_dir else None,
+        name=Path(checkpoint).stem,
+    )
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)

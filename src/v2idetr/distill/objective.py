@@ -1,0 +1,82 @@
+"""The student's training objective during distillation: detection loss + w_TFD * TFD + w_CQD * CQD.
+
+The teacher is frozen (eval mode, no gradients) and sees the whole clip; the student sees only
+the key frame (index 0 of the clip). Every term is returned separately so the trainer logs each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from v2idetr.config import DistillConfig
+from v2idetr.data.collate import Batch
+from v2idetr.distill.cqd import CQDLoss
+from v2idetr.distill.tfd import TFDLoss
+from v2idetr.models.backbone import FeatureMaps
+from v2idetr.models.detector import Detector, Memory
+from v2idetr.models.teacher import VideoTeacher
+
+
+def _distilled_maps(features: FeatureMaps, memory: Memory, which: str) -> list[Tensor]:
+    """The feature maps TFD pulls together: encoder memory (default) or the projected backbone levels."""
+    return memory.levels() if which == "memory" else list(features.srcs)
+
+
+class DistillationObjective:
+    """Callable ``batch -> losses`` for the trainer; ``extra_modules`` holds TFD's adapters."""
+
+    def __init__(
+        self,
+        student: Detector,
+        teacher: VideoTeacher,
+        criterion: nn.Module,
+        cfg: DistillConfig,
+        box_weight: float = 5.0,
+        giou_weight: float = 2.0,
+    ):
+        self.student, self.teacher, self.criterion, self.cfg = student, teacher, criterion, cfg
+        teacher.eval()
+        teacher.requires_grad_(False)
+        d_s = student.level_embed.shape[1]
+        d_t = teacher.detector.level_embed.shape[1]
+        levels = student.level_embed.shape[0]
+        self.tfd = TFDLoss(d_s, d_t, levels, cfg.tfd_mask) if cfg.tfd > 0 else None
+        self.cqd = CQDLoss(box_weight, giou_weight) if cfg.cqd > 0 else None
+        self.extra_modules = nn.ModuleDict({"tfd": self.tfd} if self.tfd is not None else {})
+
+    @torch.no_grad()
+    def _teacher(self, batch: Batch) -> tuple[FeatureMaps, Memory, Tensor, Tensor, dict[str, Any]]:
+        self.teacher.eval()
+        det = self.teacher.detector
+        features = self.teacher.extract_features(batch.images, batch.masks)
+        memory = det.encode(features)
+        content, ref_boxes, _ = det.select_queries(memory)
+        outputs = det.decode(memory, content, ref_boxes)
+        return features, memory, content, ref_boxes, outputs
+
+    def __call__(self, batch: Batch) -> dict[str, Tensor]:
+        t_features, t_memory, t_content, t_ref, t_outputs = self._teacher(batch)
+        s_features = self.student.extract_features(batch.images[:, 0], batch.masks)
+        s_outputs, s_memory = self.student.forward_features(s_features, batch.targets, return_memory=True)
+        losses = self.criterion(s_outputs, batch.targets)
+        total = losses["loss"]
+        if self.tfd is not None:
+            tfd = self.tfd(
+                _distilled_maps(s_features, s_memory, self.cfg.tfd_features),
+                _distilled_maps(t_features, t_memory, self.cfg.tfd_features),
+                batch.targets,
+                s_memory.valid_ratios,
+            )
+            losses["loss_tfd"] = tfd
+            total = total + self.cfg.tfd * tfd
+        if self.cqd is not None:
+            cross = self.student.decode(s_memory, t_content, t_ref)
+            cqd = self.cqd(cross, t_outputs)
+            losses["loss_cqd"] = cqd
+            total = total + self.cfg.cqd * cqd
+        losses["loss_det"] = losses["loss"]
+        losses["loss"] = total
+        return losses

@@ -1,0 +1,271 @@
+"""Checkpoints: one safetensors file holding weights, optimiser state and JSON metadata.
+
+Why safetensors for everything: loading a checkpoint never unpickles code (checkpoints get shared
+between sites handling patient data), and a truncated file fails its header/size check instead of
+loading garbage. Files are written atomically (temp file + fsync + rename), so a crash mid-write
+leaves the previous checkpoint intact.
+
+Tensor names: ``model.<param>``, ``ema.<param>``, ``optim.<param-index>.<state-key>``,
+``rng.torch``. Metadata key ``v2idetr``: JSON with the config, class names, the training state
+(step, epoch, best metric), optimiser hyper-parameters, scheduler state and RNG states.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from v2idetr.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_STEP_FILE = re.compile(r"^ckpt-(\d+)\.ckpt$")
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds once loaded; optional parts are None when not saved."""
+
+    model: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    ema: dict[str, torch.Tensor] | None = None
+    optimizer: dict[str, Any] | None = None
+    rng_torch: torch.Tensor | None = None
+    path: Path | None = None
+    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta["config"]
+
+    @property
+    def kind(self) -> str:
+        return self.meta.get("kind", "detector")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimiser state dict into tensors (for safetensors) and JSON-able metadata."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, values in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def capture_rng() -> tuple[torch.Tensor, dict[str, Any]]:
+    """RNG states of torch (as a tensor), numpy and Python (as JSON) for exact resume."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return torch.get_rng_state(), {
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def restore_rng(torch_state: torch.Tensor | None, states: dict[str, Any] | None) -> None:
+    if torch_state is not None:
+        torch.set_rng_state(torch_state)
+    if states:
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(
+    path: Path,
+    model_state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    ema_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    with_rng: bool = False,
+) -> Path:
+    """Write a checkpoint atomically. ``meta`` must be JSON-serialisable (config, classes, state)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
+    meta = {**meta, "format_version": FORMAT_VERSION}
+    if ema_state is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema_state.items()})
+    if optimizer_state is not None:
+        optim_tensors, optim_meta = _flatten_optimizer(optimizer_state)
+        tensors.update(optim_tensors)
+        meta["optimizer"] = optim_meta
+    if with_rng:
+        rng_tensor, rng_meta = capture_rng()
+        tensors["rng.torch"] = rng_tensor
+        meta["rng"] = rng_meta
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(_dedupe_shared(tensors), tmp, metadata={"v2idetr": json.dumps(meta)})
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing storage (tied weights): give each its own copy."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in tensors.items():
+        ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
+        if ptr in seen and ptr != -1:
+            tensor = tensor.clone()
+        seen.add(ptr)
+        out[name] = tensor
+    return out
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Only the metadata (cheap: reads the header, not the tensors)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("v2idetr")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable v2idetr checkpoint ({exc})") from exc
+    if raw is None:
+        raise CheckpointError(f"{path}: safetensors file without v2idetr metadata (not a v2idetr checkpoint)")
+    return json.loads(raw)
+
+
+def load_checkpoint(path: Path, map_location: str = "cpu") -> Checkpoint:
+    """Load and split a checkpoint; a truncated or foreign file raises ``CheckpointError``."""
+    path = Path(path)
+    meta = read_meta(path)
+    try:
+        tensors = load_file(str(path), device=map_location)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({exc})") from exc
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {meta.get('format_version')!r}, this version reads {FORMAT_VERSION}"
+        )
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}}
+    extra: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        prefix, _, rest = name.partition(".")
+        if prefix in ("model", "ema", "rng"):
+            groups[prefix][rest] = tensor
+        elif prefix == "optim":
+            groups["optim"][name] = tensor
+        else:
+            extra[name] = tensor
+    optimizer = None
+    if "optimizer" in meta:
+        optimizer = _unflatten_optimizer(groups["optim"], meta["optimizer"])
+    return Checkpoint(
+        model=groups["model"],
+        meta=meta,
+        ema=groups["ema"] or None,
+        optimizer=optimizer,
+        rng_torch=groups["rng"].get("torch"),
+        path=path,
+        extra_tensors=extra,
+    )
+
+
+def step_checkpoint_path(out_dir: Path, step: int) -> Path:
+    return Path(out_dir) / f"ckpt-{step:08d}.ckpt"
+
+
+def prune_step_checkpoints(out_dir: Path, keep: int) -> None:
+    """Keep the ``keep`` newest ``ckpt-*.ckpt`` files (``last.ckpt`` and ``best.ckpt`` are separate)."""
+    found = sorted(
+        (int(m.group(1)), p) for p in Path(out_dir).glob("ckpt-*.ckpt") if (m := _STEP_FILE.match(p.name))
+    )
+    for _, old in found[: max(0, len(found) - max(keep, 1))]:
+        old.unlink(missing_ok=True)
+
+
+def find_resume_checkpoint(out_dir: Path) -> Checkpoint | None:
+    """The newest loadable training checkpoint in ``out_dir``; corrupt ones are reported and skipped."""
+    out_dir = Path(out_dir)
+    candidates = [out_dir / "last.ckpt"] + sorted(
+        (p for p in out_dir.glob("ckpt-*.ckpt") if _STEP_FILE.match(p.name)), reverse=True
+    )
+    best: Checkpoint | None = None
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as exc:
+            log.warning("skipping unusable checkpoint: %s", exc)
+            continue
+        if ckpt.optimizer is None:
+            continue
+        if best is None or ckpt.meta.get("step", 0) > best.meta.get("step", 0):
+            best = ckpt
+    return best

@@ -1,0 +1,77 @@
+"""`v2idetr train` and `v2idetr eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from v2idetr import api
+
+
+def _train(args: argparse.Namespace) -> int:
+    result = api.train(
+        args.config, args.overrides, args.out, resume=args.resume, progress=not args.no_progress
+    )
+    print(
+        json.dumps(
+            {
+                "out": str(result.out_dir),
+                "steps": result.step,
+                "best_metric_value": result.best_value,
+                "best_step": result.best_step,
+                "stopped_early": result.stopped_early,
+            }
+        )
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from v2idetr.engine.evaluator import format_metrics_table
+
+    metrics = api.evaluate(
+        args.checkpoint,
+        args.data,
+        out_dir=args.out,
+        protocol=args.protocol,
+        score_thresh=args.score_thresh,
+        nms_iou=args.nms_iou,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    print(format_metrics_table(metrics))
+    if args.out:
+        print(f"wrote {args.out}/metrics.json")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train an image detector or a video teacher",
+        description="Train from a YAML config; any config key can be overridden as key=value.",
+    )
+    p.add_argument("--config", required=True, help="YAML file under configs/ (or your own)")
+    p.add_argument("--out", required=True, help="run folder: last.ckpt, best.ckpt, metrics.jsonl")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint (COCO AP + image-level P/R/F1)")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", required=True, help="COCO-VID JSON or dataset folder")
+    e.add_argument("--out", default=None, help="folder for metrics.json and pr_curve.png")
+    e.add_argument(
+        "--protocol",
+        choices=("yona", "strict", "stft"),
+        default=None,
+        help="image-level protocol (default: the checkpoint config's, normally yona)",
+    )
+    e.add_argument("--score-thresh", type=float, default=None, help="override the protocol's score threshold")
+    e.add_argument("--nms-iou", type=float, default=None, help="override the protocol's NMS IoU")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_eval)

@@ -1,0 +1,542 @@
+"""The training loop: composes a model, an objective (losses), data, optimiser and bookkeeping.
+
+The trainer does not know what the losses are: an *objective* maps a batch to a dict of loss
+components with a ``loss`` total (plain detection here; distillation adds its terms the same way).
+It owns the schedule, gradient clipping, AMP, EMA, periodic validation, checkpoints (atomic,
+resumable) and the JSON-lines metrics log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from v2idetr import __version__
+from v2idetr.config import Config, config_to_dict
+from v2idetr.data.clips import ClipDataset
+from v2idetr.data.collate import Batch, collate_clips
+from v2idetr.data.index import DatasetIndex
+from v2idetr.data.sampler import ResumableSampler
+from v2idetr.data.transforms import build_train_transforms
+from v2idetr.engine.checkpoint import (
+    atomic_write_text,
+    find_resume_checkpoint,
+    prune_step_checkpoints,
+    restore_rng,
+    save_checkpoint,
+    step_checkpoint_path,
+)
+from v2idetr.engine.evaluator import evaluate
+from v2idetr.engine.inference import build_eval_loader, predict_loader
+from v2idetr.errors import V2IDetrError
+from v2idetr.models.postprocess import PostProcess
+
+log = logging.getLogger(__name__)
+
+Objective = Callable[[Batch], dict[str, torch.Tensor]]
+
+
+class TrainingError(V2IDetrError):
+    """Training cannot go on (e.g. the loss keeps diverging)."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    best_value: float | None
+    best_step: int | None
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+class DetectionObjective:
+    """Set-prediction loss of a detector on a batch: ``criterion(model(images, masks, targets), targets)``."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module):
+        self.model, self.criterion = model, criterion
+
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        outputs = self.model(batch.images, batch.masks, batch.targets)
+        return self.criterion(outputs, batch.targets)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise V2IDetrError(f"train.device = {name!r}, but CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
+    """Backbone at ``backbone_lr``; no weight decay on norms, biases and embeddings."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_backbone = name.startswith("backbone.body") or ".backbone.body" in name
+        no_decay = param.ndim <= 1 or "embed" in name or "norm" in name
+        groups.setdefault((is_backbone, no_decay), []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": cfg.train.backbone_lr if is_backbone else cfg.train.lr,
+            "weight_decay": 0.0 if no_decay else cfg.train.weight_decay,
+            "name": f"{'backbone' if is_backbone else 'head'}{'_no_decay' if no_decay else ''}",
+        }
+        for (is_backbone, no_decay), params in sorted(groups.items())
+    ]
+
+
+def lr_factor(step: int, cfg: Config) -> float:
+    """Linear warm-up, then cosine to 1% / step drops by 10x / constant."""
+    t = cfg.train
+    if t.warmup_steps > 0 and step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    if t.schedule == "cosine":
+        span = max(1, t.steps - t.warmup_steps)
+        progress = min(1.0, (step - t.warmup_steps) / span)
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if t.schedule == "step":
+        return 0.1 ** sum(step >= int(m * t.steps) for m in t.step_milestones)
+    return 1.0
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to save a checkpoint and stop at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint and stopping after this step", self.requested)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, flushed at once so a crash loses nothing."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        elif path.exists():
+            path.unlink()
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=_json_default) + "\n")
+            fh.flush()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _infinite_batches(
+    loader: DataLoader, sampler: ResumableSampler, epoch: int, position: int
+) -> Iterator[tuple[int, int, Batch]]:
+    """Yields (epoch, batches already taken in this epoch, batch) forever, resuming mid-epoch."""
+    batch_size = loader.batch_size or 1
+    while True:
+        sampler.set_epoch(epoch, start=position * batch_size)
+        loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        for batch in loader:
+            position += 1
+            yield epoch, position, batch
+        epoch, position = epoch + 1, 0
+
+
+class Trainer:
+    """Trains ``model`` with ``objective`` on ``train_index``; validates on ``val_index``."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module,
+        objective: Objective,
+        postprocess: PostProcess,
+        train_index: DatasetIndex,
+        val_index: DatasetIndex | None,
+        out_dir: Path,
+        meta: dict[str, Any],
+        extra_modules: nn.Module | None = None,
+        progress: bool = True,
+    ):
+        self.cfg, self.model, self.objective, self.postprocess = cfg, model, objective, postprocess
+        self.train_index, self.val_index = train_index, val_index
+        self.out_dir = Path(out_dir)
+        self.meta = meta
+        self.extra_modules = extra_modules
+        self.progress = progress
+        self.device = resolve_device(cfg.train.device)
+
+    def _loader(self) -> tuple[DataLoader, ResumableSampler]:
+        cfg = self.cfg
+        dataset = ClipDataset(
+            self.train_index,
+            num_frames=cfg.data.num_frames,
+            mode=cfg.data.clip_mode,
+            window=cfg.data.window,
+            stride=cfg.data.stride,
+            transforms=build_train_transforms(cfg.data),
+            seed=cfg.train.seed,
+        )
+        if len(dataset) < cfg.data.batch_size:
+            raise V2IDetrError(
+                f"training set has {len(dataset)} key frames, fewer than data.batch_size={cfg.data.batch_size}"
+            )
+        sampler = ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed)
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.data.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=cfg.data.workers,
+            collate_fn=collate_clips,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        return loader, sampler
+
+    def _trainable(self) -> nn.Module:
+        if self.extra_modules is None:
+            return self.model
+        return nn.ModuleDict({"model": self.model, "extra": self.extra_modules})
+
+    def validate(self, model: nn.Module, step: int) -> dict[str, Any]:
+        """Validation metrics (the validation split, never the test split, chooses best.ckpt)."""
+        assert self.val_index is not None
+        loader = build_eval_loader(self.cfg, self.val_index)
+        preds = predict_loader(
+            model, self.postprocess, loader, self.device, progress=self.progress, desc="val"
+        )
+        out = self.out_dir / "val" / f"step-{step:08d}"
+        return evaluate(
+            self.val_index,
+            preds,
+            protocol=self.cfg.eval.protocol,
+            score_thresh=self.cfg.eval.score_thresh,
+            nms_iou=self.cfg.eval.nms_iou,
+            out_dir=out,
+        )
+
+    def _save(
+        self,
+        path: Path,
+        step: int,
+        epoch: int,
+        position: int,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        ema: AveragedModel | None,
+        best: dict[str, Any],
+        metrics: dict[str, Any] | None,
+        weights_from_ema: bool = False,
+    ) -> None:
+        meta = {
+            **self.meta,
+            "config": config_to_dict(self.cfg),
+            "step": step,
+            "epoch": epoch,
+            "position": position,
+            "best": best,
+            "metrics": _summary(metrics),
+            "v2idetr_version": __version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        model_state = self.model.state_dict()
+        if weights_from_ema and ema is not None:
+            model_state = ema.module.state_dict()
+        full = optimizer is not None
+        if full:
+            meta["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+            if self.extra_modules is not None:
+                meta["has_extra"] = True
+        ema_state = ema.module.state_dict() if (ema is not None and full) else None
+        if full and self.extra_modules is not None:
+            model_state = {
+                **model_state,
+                **{f"__extra__.{k}": v for k, v in self.extra_modules.state_dict().items()},
+            }
+        save_checkpoint(
+            path,
+            model_state,
+            meta,
+            ema_state=ema_state,
+            optimizer_state=optimizer.state_dict() if full else None,
+            with_rng=full,
+        )
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.train.seed)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.model.to(self.device)
+        if self.extra_modules is not None:
+            self.extra_modules.to(self.device)
+        trainable = self._trainable()
+        optimizer = torch.optim.AdamW(param_groups(trainable, cfg), lr=cfg.train.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+        ema = None
+        if cfg.train.ema > 0:
+            ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True
+            )
+
+        step, epoch, position = 0, 0, 0
+        best: dict[str, Any] = {"metric": cfg.train.best_metric, "value": None, "step": None}
+        resume_step = None
+        if resume:
+            ckpt = find_resume_checkpoint(self.out_dir)
+            if ckpt is None:
+                log.info("--resume: no usable checkpoint in %s, starting from scratch", self.out_dir)
+            else:
+                model_state = {k: v for k, v in ckpt.model.items() if not k.startswith("__extra__.")}
+                self.model.load_state_dict(model_state)
+                if self.extra_modules is not None:
+                    extra = {
+                        k[len("__extra__.") :]: v for k, v in ckpt.model.items() if k.startswith("__extra__.")
+                    }
+                    self.extra_modules.load_state_dict(extra)
+                optimizer.load_state_dict(ckpt.optimizer)
+                if ckpt.meta.get("scheduler"):
+                    scheduler.load_state_dict(ckpt.meta["scheduler"])
+                if ema is not None and ckpt.ema is not None:
+                    ema.module.load_state_dict(ckpt.ema)
+                restore_rng(ckpt.rng_torch, ckpt.meta.get("rng"))
+                step, epoch, position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["position"]
+                best = ckpt.meta.get("best", best)
+                resume_step = step
+                log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt.path, step, epoch, position)
+        metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step)
+        if resume_step is None:
+            atomic_write_text(self.out_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2))
+
+        loader, sampler = self._loader()
+        batches = _infinite_batches(loader, sampler, epoch, position)
+        self.model.train()
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+        use_amp = amp_dtype is not None and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        params = [p for p in trainable.parameters() if p.requires_grad]
+        bad_in_a_row, bad_total = 0, 0
+        last_metrics: dict[str, Any] = {}
+        started = time.monotonic()
+        window: dict[str, float] = {}
+        window_n = 0
+        epoch_sum, epoch_n, epoch_seen = 0.0, 0, epoch
+        stopped_early = False
+
+        def checkpoint(final: bool = False) -> None:
+            nonlocal last_metrics, best
+            eval_model = ema.module if ema is not None else self.model
+            if self.val_index is not None:
+                last_metrics = self.validate(eval_model, step)
+                metrics_log.write({"type": "eval", "step": step, "epoch": epoch, **_summary(last_metrics)})
+                value = last_metrics.get(cfg.train.best_metric)
+                if value is not None and (best["value"] is None or value > best["value"]):
+                    best = {"metric": cfg.train.best_metric, "value": float(value), "step": step}
+                    self._save(
+                        self.out_dir / "best.ckpt",
+                        step,
+                        epoch,
+                        position,
+                        None,
+                        None,
+                        ema,
+                        best,
+                        last_metrics,
+                        weights_from_ema=True,
+                    )
+                    log.info("step %d: new best %s = %.4f", step, cfg.train.best_metric, value)
+            elif final:
+                self._save(
+                    self.out_dir / "best.ckpt",
+                    step,
+                    epoch,
+                    position,
+                    None,
+                    None,
+                    ema,
+                    best,
+                    None,
+                    weights_from_ema=True,
+                )
+            self._save(
+                step_checkpoint_path(self.out_dir, step),
+                step,
+                epoch,
+                position,
+                optimizer,
+                scheduler,
+                ema,
+                best,
+                last_metrics,
+            )
+            prune_step_checkpoints(self.out_dir, cfg.train.keep_last)
+            self._save(
+                self.out_dir / "last.ckpt",
+                step,
+                epoch,
+                position,
+                optimizer,
+                scheduler,
+                ema,
+                best,
+                last_metrics,
+            )
+
+        bar = tqdm(
+            total=cfg.train.steps, initial=step, desc="train", disable=not self.progress, dynamic_ncols=True
+        )
+        with _StopFlag() as stop:
+            while step < cfg.train.steps:
+                epoch, position, batch = next(batches)
+                if epoch != epoch_seen:
+                    if epoch_n:
+                        metrics_log.write(
+                            {"type": "epoch", "epoch": epoch_seen, "step": step, "loss": epoch_sum / epoch_n}
+                        )
+                    epoch_sum, epoch_n, epoch_seen = 0.0, 0, epoch
+                batch = batch.to(self.device, non_blocking=True)
+                with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
+                    losses = self.objective(batch)
+                loss = losses["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):
+                    bad_in_a_row, bad_total = bad_in_a_row + 1, bad_total + 1
+                    log.warning(
+                        "step %d: non-finite loss (%s), step skipped (%d in a row, %d total)",
+                        step,
+                        loss.item(),
+                        bad_in_a_row,
+                        bad_total,
+                    )
+                    if bad_in_a_row >= cfg.train.max_bad_steps:
+                        raise TrainingError(
+                            f"{bad_in_a_row} non-finite losses in a row at step {step}; last good checkpoint: "
+                            f"{self.out_dir / 'last.ckpt'}. Lower train.lr or check the data."
+                        )
+                    continue
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad or float("inf"))
+                if not torch.isfinite(grad_norm):
+                    bad_in_a_row, bad_total = bad_in_a_row + 1, bad_total + 1
+                    log.warning(
+                        "step %d: non-finite gradient, step skipped (%d in a row)", step, bad_in_a_row
+                    )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.update()
+                    if bad_in_a_row >= cfg.train.max_bad_steps:
+                        raise TrainingError(f"{bad_in_a_row} non-finite gradients in a row at step {step}")
+                    continue
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(self.model)
+                bad_in_a_row = 0
+                step += 1
+                epoch_sum, epoch_n = epoch_sum + loss.item(), epoch_n + 1
+                for name, value in losses.items():
+                    if not name[-1].isdigit():
+                        window[name] = window.get(name, 0.0) + float(value.detach())
+                window_n += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", ep=epoch)
+                if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                    elapsed = time.monotonic() - started
+                    metrics_log.write(
+                        {
+                            "type": "train",
+                            "step": step,
+                            "epoch": epoch,
+                            "lr": optimizer.param_groups[-1]["lr"],
+                            **{k: v / window_n for k, v in window.items()},
+                            "grad_norm": float(grad_norm),
+                            "skipped_steps": bad_total,
+                            "elapsed_s": elapsed,
+                        }
+                    )
+                    window, window_n = {}, 0
+                over_time = (
+                    cfg.train.time_limit_min > 0
+                    and (time.monotonic() - started) > 60 * cfg.train.time_limit_min
+                )
+                if (cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0) or step == cfg.train.steps:
+                    checkpoint(final=step == cfg.train.steps)
+                if over_time or stop.requested:
+                    if step % max(cfg.train.eval_every, 1) != 0:
+                        checkpoint(final=True)
+                    stopped_early = True
+                    log.warning("stopping at step %d (%s)", step, stop.requested or "time limit")
+                    break
+        bar.close()
+        if step == 0 or (step < cfg.train.steps and not stopped_early):
+            checkpoint(final=True)
+        if stop.requested:
+            raise KeyboardInterrupt
+        return TrainResult(self.out_dir, step, best["value"], best["step"], last_metrics, stopped_early)
+
+
+def _summary(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The scalar top-level metrics (splits stay in the per-evaluation metrics.json)."""
+    if not metrics:
+        return {}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None}
+
+
+def env_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

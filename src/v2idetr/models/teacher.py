@@ -1,0 +1,61 @@
+"""The video teacher: the image detector plus a temporal module between backbone and encoder.
+
+State-dict keys are ``detector.*`` (exactly the student's network) and ``temporal.*``, so a
+student can start from the teacher's shared weights and the teacher never duplicates the detector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from v2idetr.config import ModelConfig
+from v2idetr.errors import ConfigError
+from v2idetr.models.backbone import FeatureMaps
+from v2idetr.models.detector import Detector, build_detector
+from v2idetr.models.msi import MeanTemporal, MSITemporal, split_frames
+
+
+class VideoTeacher(nn.Module):
+    """``forward(images [B, T, 3, H, W], masks [B, H, W], targets) -> detector outputs for the key frame``
+    (index 0 of T). Outputs have the image detector's keys and shapes."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, num_frames: int):
+        super().__init__()
+        if num_frames < 1:
+            raise ConfigError(f"config key 'data.num_frames' = {num_frames}: a teacher needs >= 1 frame")
+        self.num_frames = num_frames
+        self.detector: Detector = build_detector(cfg, num_classes)
+        if cfg.temporal == "msi":
+            self.temporal: nn.Module = MSITemporal(
+                cfg.hidden_dim,
+                cfg.num_feature_levels,
+                num_frames,
+                cfg.msi_layers,
+                cfg.nheads,
+                cfg.msi_points,
+                cfg.ffn_dim,
+                cfg.dropout,
+            )
+        elif cfg.temporal == "mean":
+            self.temporal = MeanTemporal()
+        else:
+            raise ConfigError(
+                f"config key 'model.temporal' = {cfg.temporal!r}: a teacher needs 'msi' or 'mean'"
+            )
+
+    def extract_features(self, images: Tensor, masks: Tensor) -> FeatureMaps:
+        """Shared backbone over all ``B*T`` frames, then the temporal module -> key-frame features."""
+        if images.dim() != 5 or images.shape[1] != self.num_frames:
+            raise ValueError(
+                f"teacher expects clips [B, {self.num_frames}, 3, H, W], got {tuple(images.shape)}"
+            )
+        b, t = images.shape[:2]
+        feats = self.detector.extract_features(images.flatten(0, 1), masks.repeat_interleave(t, 0))
+        return self.temporal(split_frames(feats, t))
+
+    def forward(
+        self, images: Tensor, masks: Tensor, targets: list[dict[str, Tensor]] | None = None
+    ) -> dict[str, Any]:
+        return self.detector.forward_features(self.extract_features(images, masks), targets)

@@ -1,0 +1,371 @@
+"""Deformable transformer: encoder, decoder with iterative box refinement, and query selection.
+
+Conventions
+- Flattened multi-level tokens: ``[B, S, D]`` with ``S = sum_l h_l * w_l``, levels finest first,
+  each level row-major; ``spatial_shapes [L, 2]`` = (h_l, w_l), ``level_start_index [L]``.
+- ``valid_ratios [B, L, 2]`` = (w, h) fraction of each level that is not padding.
+- Boxes are normalised ``cx, cy, w, h`` relative to the *unpadded* image ("sigmoid space");
+  the box heads predict deltas in inverse-sigmoid space. Before sampling, a box is multiplied
+  by the valid ratios to get coordinates of the padded feature map that deformable attention uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from v2idetr.models.deformable_attention import MSDeformAttn
+from v2idetr.models.position_encoding import box_sine_embedding
+
+
+def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """``log(x / (1 - x))`` with ``x`` clamped into ``[eps, 1 - eps]`` so it stays finite."""
+    x = x.clamp(min=0.0, max=1.0)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+class MLP(nn.Module):
+    """``num_layers`` Linear layers with ReLU between them."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = x.relu()
+        return x
+
+
+def class_head(dim: int, num_classes: int) -> nn.Linear:
+    """Linear classifier whose initial sigmoid scores are 0.01 (focal-loss prior, RetinaNet)."""
+    head = nn.Linear(dim, num_classes)
+    nn.init.constant_(head.bias, -math.log((1 - 0.01) / 0.01))
+    return head
+
+
+def box_head(dim: int) -> MLP:
+    """3-layer MLP predicting a box delta; the last layer starts at zero (boxes = references)."""
+    head = MLP(dim, dim, 4, 3)
+    nn.init.zeros_(head.layers[-1].weight)
+    nn.init.zeros_(head.layers[-1].bias)
+    return head
+
+
+class FFN(nn.Module):
+    """Post-norm feed-forward block: ``norm(x + W2 relu(W1 x))``."""
+
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x + self.dropout(self.linear2(self.dropout(self.linear1(x).relu()))))
+
+
+def flatten_levels(maps: list[Tensor]) -> Tensor:
+    """L x ``[B, C, h, w]`` (or ``[B, h, w]``) -> ``[B, S, C]`` (or ``[B, S]``)."""
+    if maps[0].dim() == 3:
+        return torch.cat([m.flatten(1) for m in maps], 1)
+    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+
+
+def spatial_layout(maps: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """``spatial_shapes [L, 2]`` (h, w) and ``level_start_index [L]`` of a list of ``[..., h, w]`` maps."""
+    device = maps[0].device
+    shapes = torch.as_tensor([tuple(m.shape[-2:]) for m in maps], dtype=torch.long, device=device)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    return shapes, starts
+
+
+def valid_ratios(masks: list[Tensor]) -> Tensor:
+    """L x ``[B, h, w]`` padding masks -> ``[B, L, 2]`` (w, h) valid fractions (padding bottom/right)."""
+    ratios = []
+    for m in masks:
+        h, w = m.shape[-2:]
+        valid_h = (~m[:, :, 0]).sum(1).to(torch.float32) / h
+        valid_w = (~m[:, 0, :]).sum(1).to(torch.float32) / w
+        ratios.append(torch.stack([valid_w, valid_h], -1))
+    return torch.stack(ratios, 1)
+
+
+def level_grids(spatial_shapes: Tensor, device: torch.device) -> list[Tensor]:
+    """Pixel-centre coordinates of every level: L x ``[h_l * w_l, 2]`` (x, y) in pixels."""
+    grids = []
+    for h, w in spatial_shapes.tolist():
+        ys, xs = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+            torch.arange(w, dtype=torch.float32, device=device) + 0.5,
+            indexing="ij",
+        )
+        grids.append(torch.stack([xs.flatten(), ys.flatten()], -1))
+    return grids
+
+
+class EncoderLayer(nn.Module):
+    """Deformable self-attention over all levels + FFN, post-norm."""
+
+    def __init__(
+        self, d_model: int, ffn_dim: int, dropout: float, n_levels: int, n_heads: int, n_points: int
+    ):
+        super().__init__()
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)
+        self.ffn = FFN(d_model, ffn_dim, dropout)
+
+    def forward(
+        self,
+        src: Tensor,
+        pos: Tensor,
+        reference_points: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        padding_mask: Tensor | None,
+    ) -> Tensor:
+        attn = self.self_attn(
+            src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask
+        )
+        return self.ffn(self.norm(src + self.dropout(attn)))
+
+
+class DeformableEncoder(nn.Module):
+    """Stack of ``EncoderLayer``; ``forward(src [B,S,D], pos [B,S,D], ...) -> memory [B,S,D]``."""
+
+    def __init__(self, num_layers: int, **layer_kwargs: int | float):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(num_layers))  # type: ignore[arg-type]
+
+    @staticmethod
+    def reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+        """``[B, S, L, 2]``: each token's pixel centre, normalised over the valid region of its own
+        level, then mapped onto every level's padded map (so it points at the same image spot)."""
+        refs = []
+        for lvl, grid in enumerate(level_grids(spatial_shapes, valid_ratios.device)):
+            size = spatial_shapes[lvl].flip(0).to(torch.float32)  # (w, h)
+            refs.append(grid[None] / (valid_ratios[:, None, lvl] * size))
+        ref = torch.cat(refs, 1)  # [B, S, 2]
+        return ref[:, :, None] * valid_ratios[:, None]
+
+    def forward(
+        self,
+        src: Tensor,
+        pos: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        valid_ratios: Tensor,
+        padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        ref = self.reference_points(spatial_shapes, valid_ratios)
+        out = src
+        for layer in self.layers:
+            out = layer(out, pos, ref, spatial_shapes, level_start_index, padding_mask)
+        return out
+
+
+class DecoderLayer(nn.Module):
+    """Query self-attention (optionally masked) + deformable cross-attention on the memory + FFN."""
+
+    def __init__(
+        self, d_model: int, ffn_dim: int, dropout: float, n_levels: int, n_heads: int, n_points: int
+    ):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.ffn = FFN(d_model, ffn_dim, dropout)
+
+    def forward(
+        self,
+        tgt: Tensor,
+        query_pos: Tensor,
+        reference_boxes: Tensor,
+        memory: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        memory_mask: Tensor | None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        """``tgt, query_pos [B, Q, D]``; ``reference_boxes [B, Q, L, 4]`` (padded-map coordinates);
+        ``attn_mask [Q, Q]`` bool, True where a query may *not* attend to another."""
+        q = k = tgt + query_pos
+        attn = self.self_attn(q, k, tgt, attn_mask=attn_mask, need_weights=False)[0]
+        tgt = self.norm1(tgt + self.dropout(attn))
+        attn = self.cross_attn(
+            tgt + query_pos, reference_boxes, memory, spatial_shapes, level_start_index, memory_mask
+        )
+        tgt = self.norm2(tgt + self.dropout(attn))
+        return self.ffn(tgt)
+
+
+@dataclass
+class DecoderOutput:
+    """Per decoder layer (index 0 = first layer): hidden ``[B,Q,D]``, logits ``[B,Q,C]``,
+    boxes ``[B,Q,4]`` (normalised cxcywh) and the reference boxes the layer started from."""
+
+    hidden: list[Tensor]
+    logits: list[Tensor]
+    boxes: list[Tensor]
+    references: list[Tensor]
+
+
+class DeformableDecoder(nn.Module):
+    """Decoder with per-layer class/box heads and (optionally) iterative box refinement.
+
+    With ``box_refine`` every layer has its own box head and predicts a delta on the boxes of the
+    previous layer, which become the next layer's reference boxes *detached* (Deformable DETR);
+    otherwise one shared box head predicts every layer's boxes relative to the initial references.
+    The query position embedding is an MLP of the sine embedding of the current reference box.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        ffn_dim: int,
+        dropout: float,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        num_classes: int,
+        box_refine: bool,
+    ):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model, ffn_dim, dropout, n_levels, n_heads, n_points) for _ in range(num_layers)
+        )
+        self.box_refine = box_refine
+        self.d_model = d_model
+        self.ref_point_head = MLP(2 * d_model, d_model, d_model, 2)
+        self.class_embed = nn.ModuleList(class_head(d_model, num_classes) for _ in range(num_layers))
+        self.bbox_embed = nn.ModuleList(box_head(d_model) for _ in range(num_layers if box_refine else 1))
+
+    def forward(
+        self,
+        tgt: Tensor,
+        reference_boxes: Tensor,
+        memory: Tensor,
+        spatial_shapes: Tensor,
+        level_start_index: Tensor,
+        valid_ratios: Tensor,
+        memory_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> DecoderOutput:
+        """``tgt [B, Q, D]`` content queries, ``reference_boxes [B, Q, 4]`` normalised cxcywh."""
+        scale = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # [B, 1, L, 4]
+        out = DecoderOutput([], [], [], [])
+        ref = reference_boxes
+        initial_logit = inverse_sigmoid(reference_boxes)
+        hidden = tgt
+        for lid, layer in enumerate(self.layers):
+            ref_input = ref[:, :, None] * scale
+            query_pos = self.ref_point_head(box_sine_embedding(ref_input[:, :, 0], self.d_model // 2))
+            hidden = layer(
+                hidden,
+                query_pos,
+                ref_input,
+                memory,
+                spatial_shapes,
+                level_start_index,
+                memory_mask,
+                attn_mask,
+            )
+            if self.box_refine:
+                boxes = (self.bbox_embed[lid](hidden) + inverse_sigmoid(ref)).sigmoid()
+            else:
+                boxes = (self.bbox_embed[0](hidden) + initial_logit).sigmoid()
+            out.hidden.append(hidden)
+            out.logits.append(self.class_embed[lid](hidden))
+            out.boxes.append(boxes)
+            out.references.append(ref)
+            if self.box_refine:
+                ref = boxes.detach()
+        return out
+
+
+def encoder_proposals(
+    memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One anchor box per memory token (two-stage Deformable DETR).
+
+    Anchor of a token of level ``l``: centred on its pixel (normalised by the valid size), with
+    ``w = h = 0.05 * 2**l``. Tokens on padding or whose anchor gets within 0.01 of the image
+    border are invalid: their memory is zeroed and their anchor set to logit 0.
+    Returns ``memory [B, S, D]`` (invalid zeroed), ``anchors [B, S, 4]`` in inverse-sigmoid space,
+    and ``valid [B, S]`` bool.
+    """
+    b = memory.shape[0]
+    anchors, start = [], 0
+    for lvl, grid in enumerate(level_grids(spatial_shapes, memory.device)):
+        h, w = (int(v) for v in spatial_shapes[lvl])
+        mask_l = memory_mask[:, start : start + h * w].view(b, h, w)
+        valid_wh = torch.stack([(~mask_l[:, 0, :]).sum(1), (~mask_l[:, :, 0]).sum(1)], -1).to(memory.dtype)
+        centre = grid[None] / valid_wh[:, None]  # [B, h*w, 2]
+        size = torch.full_like(centre, 0.05 * (2.0**lvl))
+        anchors.append(torch.cat([centre, size], -1))
+        start += h * w
+    anchors = torch.cat(anchors, 1)
+    valid = ((anchors > 0.01) & (anchors < 0.99)).all(-1) & ~memory_mask
+    logits = inverse_sigmoid(anchors).masked_fill(~valid[..., None], 0.0)
+    return memory.masked_fill(~valid[..., None], 0.0), logits, valid
+
+
+class QuerySelector(nn.Module):
+    """Initial decoder queries: content ``[B, Q, D]`` and reference boxes ``[B, Q, 4]``.
+
+    Two-stage (mixed query selection, DINO): class and box heads on the memory score one anchor
+    per token; the top ``num_queries`` tokens by max class logit give the (detached) reference
+    boxes, while the content queries are a learned embedding. Otherwise both are learned.
+    """
+
+    def __init__(self, d_model: int, num_queries: int, num_classes: int, two_stage: bool):
+        super().__init__()
+        self.two_stage = two_stage
+        self.num_queries = num_queries
+        self.tgt_embed = nn.Embedding(num_queries, d_model)
+        nn.init.normal_(self.tgt_embed.weight)
+        if two_stage:
+            self.enc_output = nn.Linear(d_model, d_model)
+            self.enc_output_norm = nn.LayerNorm(d_model)
+            self.enc_class_embed = class_head(d_model, num_classes)
+            self.enc_bbox_embed = box_head(d_model)
+        else:
+            # Stored as logits: centres spread over the image, small boxes.
+            init = torch.empty(num_queries, 4)
+            init[:, :2] = inverse_sigmoid(torch.rand(num_queries, 2) * 0.9 + 0.05)
+            init[:, 2:] = inverse_sigmoid(torch.tensor(0.1))
+            self.refbox_embed = nn.Embedding(num_queries, 4, _weight=init)
+
+    def forward(
+        self, memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None]:
+        b = memory.shape[0]
+        content = self.tgt_embed.weight[None].expand(b, -1, -1)
+        if not self.two_stage:
+            return content, self.refbox_embed.weight.sigmoid()[None].expand(b, -1, -1), None
+        if memory.shape[1] < self.num_queries:
+            raise ValueError(
+                f"model.num_queries = {self.num_queries} exceeds the {memory.shape[1]} feature positions of "
+                "this input; use larger images or fewer queries"
+            )
+        out_memory, anchors, valid = encoder_proposals(memory, memory_mask, spatial_shapes)
+        out_memory = self.enc_output_norm(self.enc_output(out_memory))
+        logits = self.enc_class_embed(out_memory)  # [B, S, C]
+        coords = self.enc_bbox_embed(out_memory) + anchors  # inverse-sigmoid space
+        scores = logits.max(-1).values.masked_fill(~valid, float("-inf"))
+        idx = scores.topk(self.num_queries, dim=1).indices  # [B, Q]
+        topk_logits = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
+        topk_boxes = coords.gather(1, idx[..., None].expand(-1, -1, 4)).sigmoid()
+        enc_outputs = {"pred_logits": topk_logits, "pred_boxes": topk_boxes}
+        return content, topk_boxes.detach(), enc_outputs

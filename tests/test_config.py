@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from v2idetr.config import Config, config_from_dict, config_to_dict, load_config
+from v2idetr.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  hidden_dim: 96\ntrain:\n  steps: 10\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("include: base.yaml\ntrain:\n  steps: 20\n  lr: 0.001\n")
+    cfg = load_config(child, ["train.steps=30", "data.train_sizes=[96,112]", "data.skip_invalid=false"])
+    assert cfg.model.hidden_dim == 96  # from the include
+    assert cfg.train.lr == pytest.approx(0.001)  # from the file
+    assert cfg.train.steps == 30  # the command line wins
+    assert cfg.data.train_sizes == [96, 112]
+    assert cfg.model.enc_layers == Config().model.enc_layers  # untouched default
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.stepz=5", "train.stepz"),
+        ("train.steps=abc", "train.steps"),
+        ("model.hidden_dim=1.5", "model.hidden_dim"),
+        ("train.amp=True", "train.amp"),
+        ("eval.protocol=coco", "eval.protocol"),
+        ("nokey", "key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_yaml_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  hiden_dim: 64\n")
+    with pytest.raises(ConfigError, match="model.hiden_dim"):
+        load_config(path)
+
+
+def test_duplicated_yaml_key_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  steps: 1\n  steps: 2\n")
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(path)
+
+
+def test_include_cycle_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("include: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("include: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = load_config(None, ["train.steps=7", "model.temporal=msi"])
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_load(name: str) -> None:
+    load_config(CONFIGS / name)
