@@ -25,7 +25,7 @@ class DataConfig:
     train: str | None = None  # annotation file (COCO-VID JSON) or dataset folder
     val: str | None = None
     test: str | None = None
-    format: str = "auto"  # auto | coco-vid | buv | sun
+    format: str = "auto"  # auto | coco-vid | buv | sun | sun-seg | images | video
     images_root: str | None = None  # frame paths are relative to the JSON's folder unless set
     num_frames: int = 1  # T: frames per clip (1 for image models)
     clip_mode: str = "adjacent"  # adjacent | random | global | past
@@ -130,7 +130,7 @@ class EvalConfig:
 
     protocol: str = "yona"  # yona | strict | stft
     score_thresh: float | None = None  # None: the protocol's default
-    nms_iou: float | None = None
+    nms_iou: float | None = None  # None: the protocol default (yona/strict 0.3, stft none); 1.0 disables NMS
     num_select: int = 100
 
 
@@ -147,7 +147,7 @@ class Config:
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "data.format": ("auto", "coco-vid", "buv", "sun"),
+    "data.format": ("auto", "coco-vid", "buv", "sun", "sun-seg", "images", "video"),
     "data.clip_mode": ("adjacent", "random", "global", "past"),
     "model.backbone": ("resnet18", "resnet34", "resnet50"),
     "model.temporal": ("none", "mean", "msi"),

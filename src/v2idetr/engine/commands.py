@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="image-level protocol (default: the checkpoint config's, normally yona)",
     )
     e.add_argument("--score-thresh", type=float, default=None, help="override the protocol's score threshold")
-    e.add_argument("--nms-iou", type=float, default=None, help="override the protocol's NMS IoU")
+    e.add_argument("--nms-iou", type=float, default=None, help="override the protocol's NMS IoU (1.0 disables NMS)")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=None)
     e.add_argument("--no-progress", action="store_true")

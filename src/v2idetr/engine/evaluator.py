@@ -20,10 +20,10 @@ from matplotlib.figure import Figure
 
 from v2idetr.data.index import DatasetIndex
 from v2idetr.engine.metrics import (
+    CocoBoxEval,
     FrameMatch,
     Predictions,
     Protocol,
-    coco_metrics,
     match_frames,
     resolve_protocol,
     summarize_matches,
@@ -37,14 +37,14 @@ SPLIT_KEYS = ("AP", "AP50", "AP75", "precision", "recall", "f1", "tp", "fp", "fn
 
 def _split_metrics(
     index: DatasetIndex,
-    predictions: Predictions,
+    coco_eval: CocoBoxEval,
     matches: Mapping[int, FrameMatch],
     protocol: Protocol,
     image_ids: list[int],
     with_flicker: bool,
 ) -> dict[str, Any]:
     """COCO AP/AP50/AP75, P/R/F1 and false alarms of a subset of frames (same functions, filtered)."""
-    coco = coco_metrics(index, predictions, image_ids=image_ids, warn_if_empty=False)
+    coco = coco_eval.evaluate(image_ids, warn_if_empty=False)
     image = summarize_matches(matches, protocol, image_ids=image_ids)
     temporal = temporal_stability(index, matches, image_ids=image_ids)
     frames = set(image_ids)
@@ -96,7 +96,8 @@ def evaluate(
     """
     spec = resolve_protocol(protocol, score_thresh, nms_iou)
     matches = match_frames(index, predictions, spec)
-    coco = coco_metrics(index, predictions)
+    coco_eval = CocoBoxEval(index, predictions)
+    coco = coco_eval.evaluate()
     pr_curve = coco.pop("pr_curve")
     image = summarize_matches(matches, spec)
     temporal = temporal_stability(index, matches)
@@ -111,11 +112,11 @@ def evaluate(
     metrics["num_gt"] = index.num_boxes
     metrics["num_negative_frames"] = index.num_negative_frames
     metrics["by_degradation"] = {
-        k: _split_metrics(index, predictions, matches, spec, ids, with_flicker=False)
+        k: _split_metrics(index, coco_eval, matches, spec, ids, with_flicker=False)
         for k, ids in _degradation_groups(index).items()
     }
     metrics["by_video"] = {
-        k: _split_metrics(index, predictions, matches, spec, ids, with_flicker=True)
+        k: _split_metrics(index, coco_eval, matches, spec, ids, with_flicker=True)
         for k, ids in _video_groups(index).items()
     }
     metrics["pr_curve"] = pr_curve

@@ -345,42 +345,77 @@ def _instance_ids(frame: FrameRecord) -> list[Any] | None:
     return None if any(i is None for i in ids) else ids
 
 
-def _coco_dicts(
-    index: DatasetIndex, frames: list[FrameRecord], predictions: Predictions
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """In-memory COCO ground truth (original category ids, xywh pixels) and detection list."""
-    images, annotations, results = [], [], []
-    num_classes = len(index.category_ids)
-    for frame in frames:
-        images.append({"id": int(frame.image_id), "width": int(frame.width), "height": int(frame.height)})
-        for box, label in zip(frame.boxes, frame.labels, strict=True):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            annotations.append({
-                "id": len(annotations) + 1,  # ids start at 1: COCO eval uses 0 as "unmatched"
-                "image_id": int(frame.image_id),
-                "category_id": int(index.category_ids[int(label)]),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": 0,
-            })
-        boxes, scores, labels = _as_detections(frame.image_id, predictions.get(frame.image_id))
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(
-                f"predictions for image_id {frame.image_id}: label {int(labels.max())} outside the "
-                f"dataset's {num_classes} classes"
-            )
-        for box, score, label in zip(boxes, scores, labels, strict=True):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            results.append({
-                "image_id": int(frame.image_id),
-                "category_id": int(index.category_ids[int(label)]),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "score": float(score),
-            })
-    categories = [
-        {"id": int(cid), "name": name} for cid, name in zip(index.category_ids, index.class_names, strict=True)
-    ]
-    return {"images": images, "annotations": annotations, "categories": categories}, results
+def _xywh(boxes: np.ndarray) -> list[list[float]]:
+    """``[K, 4]`` x1y1x2y2 pixels -> COCO ``[x, y, w, h]`` pixel lists."""
+    out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    out[:, 2:] -= out[:, :2]
+    return out.tolist()
+
+
+class CocoBoxEval:
+    """COCO box evaluation with the conversion done once, so splits only re-run the evaluation.
+
+    The ground truth is built in memory from the index (original category ids, ``bbox`` as
+    ``x, y, w, h`` pixels, ``iscrowd`` 0, annotation ids from 1 because COCO eval reads id 0 as
+    "unmatched"); detections are mapped back to the original category ids.
+    """
+
+    def __init__(self, index: DatasetIndex, predictions: Predictions) -> None:
+        cat_ids = np.asarray(index.category_ids, dtype=np.int64)
+        images, annotations, results = [], [], []
+        self.num_gt: dict[int, int] = {}
+        for frame in index.frames():
+            image_id = int(frame.image_id)
+            images.append({"id": image_id, "width": int(frame.width), "height": int(frame.height)})
+            self.num_gt[image_id] = len(frame.boxes)
+            for bbox, cat in zip(_xywh(frame.boxes), cat_ids[frame.labels].tolist(), strict=True):
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
+                    "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0,
+                })
+            boxes, scores, labels = _as_detections(image_id, predictions.get(image_id))
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(cat_ids)):
+                raise ValueError(
+                    f"predictions for image_id {image_id}: labels must lie in [0, {len(cat_ids)}) "
+                    f"(the dataset's classes), got {sorted(set(labels.tolist()))}"
+                )
+            results += [
+                {"image_id": image_id, "category_id": cat, "bbox": bbox, "score": score}
+                for bbox, score, cat in zip(_xywh(boxes), scores.tolist(), cat_ids[labels].tolist(), strict=True)
+            ]
+        categories = [
+            {"id": int(cid), "name": name} for cid, name in zip(index.category_ids, index.class_names, strict=True)
+        ]
+        quiet = log.debug
+        self.coco_gt = COCO({"images": images, "annotations": annotations, "categories": categories},
+                            print_function=quiet)
+        self.coco_dt = self.coco_gt.loadRes(results)
+        self.coco_dt.print_function = quiet
+
+    def evaluate(self, image_ids: Collection[int] | None = None, warn_if_empty: bool = True) -> dict[str, Any]:
+        """AP, AP50, AP75, AP_small/medium/large, AR100 and ``pr_curve`` over ``image_ids`` (all if None).
+
+        A value COCO reports as -1 (no ground truth in that size range) is None; with no
+        ground-truth box at all every value is None. ``pr_curve``: ``{"recall": [101],
+        "precision": [101]}`` at IoU 0.5, all areas, 100 detections, averaged over the categories
+        that have ground truth.
+        """
+        ids = sorted(self.num_gt) if image_ids is None else sorted(i for i in set(image_ids) if i in self.num_gt)
+        if sum(self.num_gt[i] for i in ids) == 0:
+            if warn_if_empty:
+                log.warning("no ground-truth boxes among %d frames: COCO AP is undefined (None)", len(ids))
+            return {**dict.fromkeys(COCO_KEYS), "pr_curve": None}
+        evaluator = COCOeval_faster(self.coco_gt, self.coco_dt, "bbox", print_function=log.debug)
+        evaluator.params.imgIds = ids  # never empty here: an empty list would mean "all images"
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        out: dict[str, Any] = {}
+        for key, pos in zip(COCO_KEYS, _COCO_STATS_INDEX, strict=True):
+            value = float(evaluator.stats[pos])
+            out[key] = None if value < 0 else value
+        out["pr_curve"] = _pr_curve(evaluator)
+        return out
 
 
 def coco_metrics(
@@ -389,35 +424,12 @@ def coco_metrics(
     image_ids: Collection[int] | None = None,
     warn_if_empty: bool = True,
 ) -> dict[str, Any]:
-    """COCO box AP, AP50, AP75, AP_small/medium/large and AR100 (faster-coco-eval) over all frames.
+    """COCO box AP, AP50, AP75, AP_small/medium/large, AR100 (faster-coco-eval) and ``pr_curve``.
 
-    Lesion-free frames are included (their detections are false positives). A value COCO reports
-    as -1 (no ground truth in that size range) is None. With no ground-truth box at all every
-    value is None. ``pr_curve``: ``{"recall": [101], "precision": [101]}`` at IoU 0.5, all areas,
-    100 detections, averaged over the categories that have ground truth (None when there is none).
+    Over all frames of the index, or of ``image_ids``: lesion-free frames are included (their
+    detections are false positives). See :meth:`CocoBoxEval.evaluate` for None values.
     """
-    frames = _selected_frames(index, image_ids)
-    empty: dict[str, Any] = {**dict.fromkeys(COCO_KEYS), "pr_curve": None}
-    gt_dict, results = _coco_dicts(index, frames, predictions)
-    if not gt_dict["annotations"]:
-        if warn_if_empty:
-            log.warning("no ground-truth boxes among %d frames: COCO AP is undefined (None)", len(frames))
-        return empty
-    quiet = log.debug
-    coco_gt = COCO(gt_dict, print_function=quiet)
-    coco_dt = coco_gt.loadRes(results)
-    coco_dt.print_function = quiet
-    evaluator = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=quiet)
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    stats = evaluator.stats
-    out: dict[str, Any] = {}
-    for key, pos in zip(COCO_KEYS, _COCO_STATS_INDEX, strict=True):
-        value = float(stats[pos])
-        out[key] = None if value < 0 else value
-    out["pr_curve"] = _pr_curve(evaluator)
-    return out
+    return CocoBoxEval(index, predictions).evaluate(image_ids, warn_if_empty)
 
 
 def _pr_curve(evaluator: COCOeval_faster) -> dict[str, list[float]] | None:

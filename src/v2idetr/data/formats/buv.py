@@ -33,15 +33,17 @@ from pathlib import Path
 
 from v2idetr.data.formats.cocovid import ProblemLog, Scan, load_json, name_matches, scan_coco_vid_doc
 from v2idetr.data.index import DatasetIndex
-from v2idetr.errors import ConfigError, DatasetError
+from v2idetr.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 LABEL_FILES = {"train": "imagenet_vid_train_15frames.json", "test": "imagenet_vid_val.json"}
+SPLIT_ALIASES = {"val": "test"}  # the release has no validation set; its test set is used for it
 
 
 def labels_path(root: Path, split: str) -> Path:
     """The split's label file: ``root/<name>`` or ``root/annotations/<name>`` (the first that exists)."""
+    split = SPLIT_ALIASES.get(split, split)
     if split not in LABEL_FILES:
         raise ConfigError(f"BUV split {split!r}: expected one of {', '.join(LABEL_FILES)}")
     candidates = [root / LABEL_FILES[split], root / "annotations" / LABEL_FILES[split]]
@@ -65,7 +67,9 @@ def _video_names(path: Path) -> set[str]:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
-        return {v["name"] for v in doc.get("videos", []) if isinstance(v, dict) and isinstance(v.get("name"), str)}
+        return {
+            v["name"] for v in doc.get("videos", []) if isinstance(v, dict) and isinstance(v.get("name"), str)
+        }
     except (OSError, ValueError, AttributeError):
         return set()
 
@@ -94,7 +98,13 @@ def parse_errata(
         command = words[0].lower()
         record = f"line {n}"
         if command not in ("exclude", "relabel"):
-            plog.add(record, "command", f"expected 'exclude <video>' or 'relabel <video> <class>', got {raw.strip()!r}", fatal=True, file=path)
+            plog.add(
+                record,
+                "command",
+                f"expected 'exclude <video>' or 'relabel <video> <class>', got {raw.strip()!r}",
+                fatal=True,
+                file=path,
+            )
             continue
         if (command == "exclude" and len(words) != 2) or (command == "relabel" and len(words) != 3):
             usage = "exclude <video>" if command == "exclude" else "relabel <video> <class>"
@@ -102,14 +112,26 @@ def parse_errata(
             continue
         name = words[1]
         if name not in known_videos and name not in known_tails:
-            plog.add(record, "video", f"unknown video {name!r}: not a video of the BUV train or test labels", fatal=True, file=path)
+            plog.add(
+                record,
+                "video",
+                f"unknown video {name!r}: not a video of the BUV train or test labels",
+                fatal=True,
+                file=path,
+            )
             continue
         if command == "exclude":
             exclude.add(name)
             continue
         target = classes.get(words[2].lower())
         if target is None:
-            plog.add(record, "class", f"unknown class {words[2]!r}; expected one of {', '.join(class_names)}", fatal=True, file=path)
+            plog.add(
+                record,
+                "class",
+                f"unknown class {words[2]!r}; expected one of {', '.join(class_names)}",
+                fatal=True,
+                file=path,
+            )
             continue
         relabel[name] = target
     return exclude, relabel
@@ -130,13 +152,14 @@ def scan_buv(
         plog.add("", "", f"BUV root folder {root} not found", fatal=True)
         return Scan(None, plog)
     if not json_path.is_file():
-        plog.add("", "", f"BUV {split} labels not found (expected {LABEL_FILES[split]} in {root} or {root / 'annotations'})", fatal=True)
+        expected = f"expected {json_path.name} in {root} or {root / 'annotations'}"
+        plog.add("", "", f"BUV {split} labels not found ({expected})", fatal=True)
         return Scan(None, plog)
     doc = load_json(json_path, plog)
     exclude: set[str] = set()
     relabel: dict[str, str] = {}
     if errata is not None and isinstance(doc, dict):
-        other = labels_path(root, "test" if split == "train" else "train")
+        other = labels_path(root, "test" if split == "train" else "train")  # errata name videos of both
         known = _video_names(json_path) | _video_names(other)
         names = [c.get("name", "") for c in doc.get("categories", []) if isinstance(c, dict)]
         exclude, relabel = parse_errata(errata, known, [n for n in names if isinstance(n, str)], plog)
@@ -183,8 +206,4 @@ def read_buv(
     ``vid_train_only`` keeps only the frames flagged ``is_vid_train_frame`` (the video models'
     training frames). ``errata`` is a text file of ``exclude``/``relabel`` lines (module docstring).
     """
-    scan = scan_buv(root, split, vid_train_only, errata, check_files)
-    try:
-        return scan.finish(skip_invalid)
-    except DatasetError:
-        raise
+    return scan_buv(root, split, vid_train_only, errata, check_files).finish(skip_invalid)

@@ -65,7 +65,9 @@ class ProblemLog:
         fatal: bool = False,
         file: str | Path | None = None,
     ) -> None:
-        self.problems.append(Problem(str(file) if file is not None else self.file, record, field_name, message))
+        self.problems.append(
+            Problem(str(file) if file is not None else self.file, record, field_name, message)
+        )
         self.dropped.append(dropped)
         self.fatal = self.fatal or fatal
 
@@ -75,7 +77,7 @@ class ProblemLog:
 
 @dataclass
 class Scan:
-    """What a reader found: the index of the valid records (None when nothing could be read) and the problems."""
+    """What a reader found: the index of its valid records (None if nothing was readable) and the problems."""
 
     index: DatasetIndex | None
     log: ProblemLog
@@ -94,7 +96,8 @@ class Scan:
             raise DatasetError(problems, header=f"{self.log.file} is not a valid dataset{hint}")
         if problems:
             self.index.skipped.extend(
-                f"{p}{f' -> dropped {d}' if d else ''}" for p, d in zip(problems, self.log.dropped, strict=True)
+                f"{p}{f' -> dropped {d}' if d else ''}"
+                for p, d in zip(problems, self.log.dropped, strict=True)
             )
             log.warning(
                 "%s: left out %d invalid record(s) (skip_invalid); see DatasetIndex.skipped",
@@ -103,7 +106,9 @@ class Scan:
             )
         if self.index.num_frames == 0:
             raise DatasetError(
-                Problem(self.log.file, "", "images", "no frames left to use (every frame was excluded or invalid)"),
+                Problem(
+                    self.log.file, "", "images", "no frames left to use (every frame was excluded or invalid)"
+                ),
                 header=f"{self.log.file} is empty",
             )
         return self.index
@@ -255,7 +260,9 @@ def scan_coco_vid_doc(
         return Scan(None, plog)
     for key in TOP_LEVEL_KEYS:
         if key not in doc:
-            plog.add("", key, f"missing top-level key (COCO-VID needs {', '.join(TOP_LEVEL_KEYS)})", fatal=True)
+            plog.add(
+                "", key, f"missing top-level key (COCO-VID needs {', '.join(TOP_LEVEL_KEYS)})", fatal=True
+            )
         elif not isinstance(doc[key], list):
             plog.add("", key, f"expected a list, got {type(doc[key]).__name__}", fatal=True)
     if plog.fatal:
@@ -284,12 +291,15 @@ def scan_coco_vid_doc(
     bad_videos: set[int] = set()
     excluded_ids: set[int] = set()
     found_excluded: set[str] = set()
+    seen_video_ids: set[int] = set()
     for i, rec in enumerate(doc["videos"]):
         f = _Fields(plog, "videos", i, rec, "video and its frames")
         vid, name = f.int("id"), f.str("name")
-        if vid is not None and vid in videos:
-            f.fail("id", f"duplicate video id {vid} (also used by video '{videos[vid].name}')")
+        if vid is not None and vid in seen_video_ids:
+            f.fail("id", f"duplicate video id {vid}")
             continue
+        if vid is not None:
+            seen_video_ids.add(vid)
         if not f.ok or vid is None or name is None:
             if vid is not None:
                 bad_videos.add(vid)
@@ -305,12 +315,18 @@ def scan_coco_vid_doc(
         log.info("%s: excluded %d video(s) by name", plog.file, len(excluded_ids))
         missing = sorted(excluded_names - found_excluded)
         if missing:
-            log.info("%s: %d excluded name(s) are not videos of this file: %s", plog.file, len(missing), missing[:10])
+            log.info(
+                "%s: %d excluded name(s) are not videos of this file: %s",
+                plog.file,
+                len(missing),
+                missing[:10],
+            )
 
     # Images.
     frames: dict[int, FrameRecord] = {}
     seen_image_ids: set[int] = set()
     skipped_images: set[int] = set()  # left out on purpose or with their video: annotations follow silently
+    invalid_images: dict[int, tuple[int, int] | None] = {}  # left out as invalid: (width, height) if known
     frame_ids: dict[tuple[int, int], int] = {}
     for i, rec in enumerate(doc["images"]):
         f = _Fields(plog, "images", i, rec, "frame and its annotations")
@@ -335,13 +351,18 @@ def scan_coco_vid_doc(
         if f.ok and video_id is not None and frame_id is not None:
             other = frame_ids.get((video_id, frame_id))
             if other is not None:
-                f.fail("frame_id", f"frame_id {frame_id} is used twice in video {video_id} (also by image id {other})")
+                f.fail(
+                    "frame_id",
+                    f"frame_id {frame_id} is used twice in video {video_id} (also by image id {other})",
+                )
             else:
                 frame_ids[(video_id, frame_id)] = iid  # type: ignore[assignment]
         path = resolve(file_name) if file_name is not None else None
         if f.ok and check_files and path is not None and not os.path.exists(path):
             f.fail("file_name", f"frame file not found: {path}")
         if not f.ok:
+            if iid is not None:
+                invalid_images[iid] = (width, height) if width is not None and height is not None else None
             continue
         assert iid is not None and video_id is not None and frame_id is not None and path is not None
         if keep_image is not None and not keep_image(rec):
@@ -370,11 +391,14 @@ def scan_coco_vid_doc(
         bbox = f.bbox("bbox")
         if image_id is not None and image_id in skipped_images:
             continue
-        if image_id is not None and image_id not in frames:
+        frame = frames.get(image_id) if image_id is not None else None
+        if image_id is not None and frame is None:
             f.dropped = "annotation"
             if image_id not in seen_image_ids:
                 f.fail("image_id", f"annotation points to unknown image_id {image_id}")
-            continue
+                continue
+            # The frame is invalid itself: still check the annotation, so that one pass finds everything.
+            f.dropped = "annotation (its frame is invalid too)"
         if aid is not None:
             if aid in seen_ann_ids:
                 f.fail("id", f"duplicate annotation id {aid}")
@@ -383,12 +407,14 @@ def scan_coco_vid_doc(
             known = ", ".join(str(c) for c in category_ids) or "none"
             f.fail("category_id", f"unknown category_id {cat} (categories: {known})")
         box = None
-        if bbox is not None and image_id is not None:
-            frame = frames[image_id]
+        size = (frame.width, frame.height) if frame is not None else invalid_images.get(image_id or 0)
+        if bbox is not None and size is not None:
             x, y, w, h = bbox
-            box, message = check_box(x, y, x + w, y + h, frame.width, frame.height)
+            box, message = check_box(x, y, x + w, y + h, *size)
             if box is None:
                 f.fail("bbox", message)
+        if frame is None:
+            continue
         if not f.ok or image_id is None:
             if image_id is not None:
                 bad_frames.add(image_id)

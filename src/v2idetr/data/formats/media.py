@@ -60,11 +60,25 @@ def scan_image_folder(path: str | Path) -> Scan:
         try:
             width, height = image_size(file)
         except IMAGE_ERRORS as exc:
-            plog.add(file.name, "file_name", f"not a readable image ({type(exc).__name__}: {exc})", dropped="frame", file=file)
+            plog.add(
+                file.name,
+                "file_name",
+                f"not a readable image ({type(exc).__name__}: {exc})",
+                dropped="frame",
+                file=file,
+            )
             continue
         n = len(video.frames)
         video.frames.append(
-            FrameRecord(image_id=n + 1, video_id=1, frame_id=n, path=file, width=width, height=height, file_name=file.name)
+            FrameRecord(
+                image_id=n + 1,
+                video_id=1,
+                frame_id=n,
+                path=file,
+                width=width,
+                height=height,
+                file_name=file.name,
+            )
         )
     return Scan(DatasetIndex(videos=[video], class_names=[], category_ids=[], source=str(folder)), plog)
 
@@ -101,7 +115,9 @@ def scan_video_file(path: str | Path) -> Scan:
         plog.add("", "", f"not a readable video ({type(exc).__name__}: {exc})", fatal=True)
         return Scan(None, plog)
     if count == 0 or not width or not height:
-        plog.add("", "", f"the video stream has no frames (frames={count}, size={width}x{height})", fatal=True)
+        plog.add(
+            "", "", f"the video stream has no frames (frames={count}, size={width}x{height})", fatal=True
+        )
         return Scan(None, plog)
     fps = float(rate) if rate else None
     video = VideoRecord(video_id=1, name=path.stem, extra={"fps": fps})
