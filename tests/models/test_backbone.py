@@ -69,7 +69,10 @@ def test_local_state_dict_is_loaded_and_freezes_stem(tmp_path):
     backbone = Backbone(_cfg(backbone_weights=str(path)))
     torch.testing.assert_close(backbone.body.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
     torch.testing.assert_close(backbone.body.bn1.running_var, source.bn1.running_var)
-    assert not backbone.body.conv1.weight.requires_grad and not backbone.body.layer1[0].conv1.weight.requires_grad
+    assert (
+        not backbone.body.conv1.weight.requires_grad
+        and not backbone.body.layer1[0].conv1.weight.requires_grad
+    )
     assert backbone.body.layer2[0].conv1.weight.requires_grad
 
 

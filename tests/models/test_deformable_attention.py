@@ -51,7 +51,9 @@ def test_fast_path_gradients_match_reference():
     grads = []
     for fn in (ms_deform_attn, ms_deform_attn_reference):
         out = fn(inputs[0], spatial, starts, inputs[1], inputs[2])
-        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(), inputs))
+        grads.append(
+            torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(), inputs)
+        )
     for fast, ref in zip(*grads, strict=True):
         torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
@@ -82,7 +84,9 @@ def test_zero_offsets_with_point_references_sample_the_reference_pixel():
             ref[0, qi, lvl] = torch.tensor([(c + 0.5) / w, (r + 0.5) / h])
     out = attn(query, ref, value, spatial, starts)
     for qi, per_level in enumerate(pix):
-        picked = [value[0, int(starts[lvl]) + r * int(spatial[lvl, 1]) + c] for lvl, (r, c) in enumerate(per_level)]
+        picked = [
+            value[0, int(starts[lvl]) + r * int(spatial[lvl, 1]) + c] for lvl, (r, c) in enumerate(per_level)
+        ]
         # Zero attention logits -> uniform weights over levels x points; all points coincide.
         torch.testing.assert_close(out[0, qi], torch.stack(picked).mean(0), atol=1e-5, rtol=1e-5)
 
@@ -99,7 +103,9 @@ def test_padding_mask_hides_padded_values():
     changed = value.clone()
     changed[0, 3::4] += 100.0
     torch.testing.assert_close(attn(query, ref, changed, spatial, starts, mask), base)
-    assert not torch.allclose(attn(query, ref, changed, spatial, starts), attn(query, ref, value, spatial, starts))
+    assert not torch.allclose(
+        attn(query, ref, changed, spatial, starts), attn(query, ref, value, spatial, starts)
+    )
 
 
 def test_box_references_scale_offsets_with_box_size():
@@ -127,7 +133,9 @@ def test_frames_times_levels_are_just_more_levels():
     attn = _identity_module(d, 4, 2, 1)
     with torch.no_grad():
         attn.sampling_offsets.bias.zero_()
-        attn.attention_weights.bias.copy_(torch.tensor([-50.0, -50.0, -50.0, 50.0] * 2))  # only frame 2, level 2
+        attn.attention_weights.bias.copy_(
+            torch.tensor([-50.0, -50.0, -50.0, 50.0] * 2)
+        )  # only frame 2, level 2
     frame1, frame2 = torch.randn(1, 16, d), torch.randn(1, 16, d)
     ref = torch.full((1, 1, 4, 2), 0.75)  # pixel (1, 1) of every 2x2 level
     out = attn(torch.zeros(1, 1, d), ref, torch.cat([frame1, frame2], 1), spatial2, starts2)

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from torchvision.ops import box_convert
 
 from v2idetr.config import ModelConfig
 from v2idetr.errors import ConfigError
@@ -17,8 +18,18 @@ NUM_CLASSES = 3
 
 def _cfg(**kw) -> ModelConfig:
     base = dict(
-        backbone="resnet18", backbone_stages=3, num_feature_levels=3, hidden_dim=32, nheads=4, enc_layers=1,
-        dec_layers=2, ffn_dim=64, enc_points=2, dec_points=2, num_queries=10, dn_number=12,
+        backbone="resnet18",
+        backbone_stages=3,
+        num_feature_levels=3,
+        hidden_dim=32,
+        nheads=4,
+        enc_layers=1,
+        dec_layers=2,
+        ffn_dim=64,
+        enc_points=2,
+        dec_points=2,
+        num_queries=10,
+        dn_number=12,
     )
     return ModelConfig(**{**base, **kw})
 
@@ -105,7 +116,6 @@ def test_positive_denoising_queries_start_near_their_target():
     boxes = targets[0]["boxes"]
     half = torch.cat([boxes[:, 2:], boxes[:, 2:]], -1) / 2
     q_idx, t_idx = dn.meta["pairs"][0]
-    from torchvision.ops import box_convert
 
     def edge_shift(queries):
         got = box_convert(dn.ref_boxes[0, queries], "cxcywh", "xyxy")
@@ -144,7 +154,10 @@ def test_attention_mask_blocks_denoising_leakage():
 
         def run(dn_content, dn_ref):
             return model.decode(
-                memory, torch.cat([dn_content, content], 1), torch.cat([dn_ref, ref], 1), attn_mask=dn.attn_mask
+                memory,
+                torch.cat([dn_content, content], 1),
+                torch.cat([dn_ref, ref], 1),
+                attn_mask=dn.attn_mask,
             )
 
         base = run(dn.content, dn.ref_boxes)
@@ -221,7 +234,9 @@ def test_decode_returns_hidden_states_and_memory_levels_roundtrip():
     assert out["pred_logits"].shape == (2, 4, NUM_CLASSES)
     levels = memory.levels()
     assert [lv.shape[-2:] for lv in levels] == [s.shape[-2:] for s in feats.srcs]
-    torch.testing.assert_close(levels[1][:, :, 1, 2], memory.memory[:, int(memory.level_start_index[1]) + 1 * 6 + 2])
+    torch.testing.assert_close(
+        levels[1][:, :, 1, 2], memory.memory[:, int(memory.level_start_index[1]) + 1 * 6 + 2]
+    )
 
 
 def test_invalid_config_raises_config_error():

@@ -79,7 +79,9 @@ def test_two_stage_selection_takes_top_scoring_valid_tokens():
     # The selected logits are the 5 highest among valid tokens.
     with torch.no_grad():
         out_memory, _, valid = encoder_proposals(memory, mask, shapes)
-        scores = selector.enc_class_embed(selector.enc_output_norm(selector.enc_output(out_memory))).max(-1).values
+        scores = (
+            selector.enc_class_embed(selector.enc_output_norm(selector.enc_output(out_memory))).max(-1).values
+        )
         for i in range(2):
             best = scores[i][valid[i]].topk(5).values
             torch.testing.assert_close(enc["pred_logits"][i].max(-1).values, best)
@@ -88,7 +90,9 @@ def test_two_stage_selection_takes_top_scoring_valid_tokens():
 
 def test_learned_queries_without_two_stage():
     selector = QuerySelector(8, num_queries=4, num_classes=2, two_stage=False)
-    content, ref, enc = selector(torch.randn(3, 30, 8), torch.zeros(3, 30, dtype=torch.bool), torch.tensor([[5, 6]]))
+    content, ref, enc = selector(
+        torch.randn(3, 30, 8), torch.zeros(3, 30, dtype=torch.bool), torch.tensor([[5, 6]])
+    )
     assert enc is None and content.shape == (3, 4, 8) and ref.shape == (3, 4, 4)
     assert ref.requires_grad and ((ref > 0) & (ref < 1)).all()
 

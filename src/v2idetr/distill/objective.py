@@ -48,32 +48,30 @@ class DistillationObjective:
         self.extra_modules = nn.ModuleDict({"tfd": self.tfd} if self.tfd is not None else {})
 
     @torch.no_grad()
-    def _teacher(self, batch: Batch) -> tuple[FeatureMaps, Memory, Tensor, Tensor, dict[str, Any]]:
+    def _teacher(self, batch: Batch) -> tuple[FeatureMaps, dict[str, Any]]:
+        """The frozen teacher on the whole clip: its key-frame features and decoder outputs."""
         self.teacher.eval()
-        det = self.teacher.detector
         features = self.teacher.extract_features(batch.images, batch.masks)
-        memory = det.encode(features)
-        content, ref_boxes, _ = det.select_queries(memory)
-        outputs = det.decode(memory, content, ref_boxes)
-        return features, memory, content, ref_boxes, outputs
+        return features, self.teacher.detector.forward_features(features, return_intermediates=True)
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
-        t_features, t_memory, t_content, t_ref, t_outputs = self._teacher(batch)
+        t_features, t_outputs = self._teacher(batch)
         s_features = self.student.extract_features(batch.images[:, 0], batch.masks)
-        s_outputs, s_memory = self.student.forward_features(s_features, batch.targets, return_memory=True)
+        s_outputs = self.student.forward_features(s_features, batch.targets, return_intermediates=True)
+        s_memory: Memory = s_outputs["memory"]
         losses = self.criterion(s_outputs, batch.targets)
         total = losses["loss"]
         if self.tfd is not None:
             tfd = self.tfd(
                 _distilled_maps(s_features, s_memory, self.cfg.tfd_features),
-                _distilled_maps(t_features, t_memory, self.cfg.tfd_features),
+                _distilled_maps(t_features, t_outputs["memory"], self.cfg.tfd_features),
                 batch.targets,
                 s_memory.valid_ratios,
             )
             losses["loss_tfd"] = tfd
             total = total + self.cfg.tfd * tfd
         if self.cqd is not None:
-            cross = self.student.decode(s_memory, t_content, t_ref)
+            cross = self.student.decode(s_memory, t_outputs["query_content"], t_outputs["query_ref_boxes"])
             cqd = self.cqd(cross, t_outputs)
             losses["loss_cqd"] = cqd
             total = total + self.cfg.cqd * cqd

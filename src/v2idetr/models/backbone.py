@@ -96,7 +96,9 @@ def build_resnet(name: str, weights: str, frozen_bn: bool) -> nn.Module:
         try:
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches raise even when not strict
-            raise ConfigError(f"{weights}: model.backbone_weights does not fit a torchvision {name}: {exc}") from exc
+            raise ConfigError(
+                f"{weights}: model.backbone_weights does not fit a torchvision {name}: {exc}"
+            ) from exc
         missing = [k for k in missing if not k.startswith("fc.")]
         if missing or unexpected:
             raise ConfigError(

@@ -15,6 +15,7 @@ from v2idetr.errors import ConfigError
 from v2idetr.models.criterion import SetCriterion, build_criterion
 from v2idetr.models.detector import build_detector
 from v2idetr.models.postprocess import PostProcess
+from v2idetr.models.teacher import VideoTeacher
 
 
 @dataclass
@@ -31,7 +32,7 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
             f"model.num_classes = {num_classes}: expected >= 1 (0 means: take it from the data)"
         )
     if cfg.model.temporal != "none":
-        raise ConfigError(f"model.temporal = {cfg.model.temporal!r}: video teachers are not available yet")
+        return VideoTeacher(cfg.model, num_classes, cfg.data.num_frames)
     return build_detector(cfg.model, num_classes)
 
 
