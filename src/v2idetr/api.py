@@ -17,6 +17,7 @@ from torch import nn
 from v2idetr.config import Config, config_from_dict, load_config
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
+from v2idetr.distill.objective import DistillationObjective
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.evaluator import evaluate as evaluate_predictions
 from v2idetr.engine.inference import build_eval_loader, predict_loader
@@ -98,6 +99,78 @@ def train(
     return trainer.fit(resume=resume)
 
 
+def distill(
+    teacher: str | Path,
+    config: str | Path | Config | None = None,
+    overrides: list[str] | None = None,
+    out_dir: str | Path = "runs/distill",
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train an image student with detection loss + w_TFD * TFD + w_CQD * CQD from a frozen teacher.
+
+    The student sees only the key frame; the teacher sees clips of its own length, whose support
+    frames are drawn at random within ``data.window`` (``distill.cqd_sampling=random``) or at the
+    teacher's fixed offsets (``fixed``). The saved checkpoints hold only the student's weights.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    if cfg.model.temporal != "none" or cfg.data.num_frames != 1:
+        raise ConfigError(
+            "distill trains an image student: its config needs model.temporal=none and data.num_frames=1 "
+            f"(got {cfg.model.temporal!r}, {cfg.data.num_frames})"
+        )
+    teacher_model, teacher_cfg, teacher_meta = load_model(teacher, device="cpu")
+    if teacher_meta.get("kind") != "teacher":
+        raise CheckpointError(f"{teacher}: --teacher must be a video teacher checkpoint, this one is an image model")
+    train_index = load_dataset(cfg, cfg.data.train, "train")
+    val_index = load_dataset(cfg, cfg.data.val, "val", split="test") if cfg.data.val else None
+    for role, index in (("train", train_index), ("val", val_index)):
+        if index is not None and index.category_ids != teacher_meta["category_ids"]:
+            raise DatasetError([], header=(
+                f"data.{role} categories {index.category_ids} differ from the teacher's {teacher_meta['category_ids']}"
+            ))
+    num_classes = int(teacher_meta["num_classes"])
+    built = build(cfg, num_classes)
+    student = built.model
+    if cfg.distill.init_from_teacher:
+        _init_student_from_teacher(student, teacher_model, teacher)
+    objective = DistillationObjective(student, teacher_model, built.criterion, cfg.distill)
+    clip_mode = "random" if cfg.distill.cqd_sampling == "random" else teacher_cfg.data.clip_mode
+    meta = {
+        "kind": "detector",
+        "num_classes": num_classes,
+        "class_names": teacher_meta["class_names"],
+        "category_ids": teacher_meta["category_ids"],
+        "distilled_from": str(Path(teacher).resolve()),
+    }
+    trainer = Trainer(
+        cfg,
+        student,
+        objective,
+        built.postprocess,
+        train_index,
+        val_index,
+        Path(out_dir),
+        meta,
+        extra_modules=objective.extra_modules,
+        progress=progress,
+        train_clips=(teacher_cfg.data.num_frames, clip_mode),
+    )
+    teacher_model.to(trainer.device)
+    return trainer.fit(resume=resume)
+
+
+def _init_student_from_teacher(student: nn.Module, teacher: nn.Module, path: str | Path) -> None:
+    """Start the student from the teacher's shared detector weights when the architectures agree."""
+    shared = teacher.detector.state_dict()  # type: ignore[union-attr]
+    own = student.state_dict()
+    if set(shared) != set(own) or any(shared[k].shape != own[k].shape for k in own):
+        log.warning("%s: teacher's detector differs from the student's architecture; student starts fresh", path)
+        return
+    student.load_state_dict(shared)
+    log.info("student initialised from the teacher's shared weights (%s)", path)
+
+
 def load_model(
     checkpoint: str | Path | Checkpoint, device: str = "cpu"
 ) -> tuple[nn.Module, Config, dict[str, Any]]:
@@ -105,8 +178,7 @@ def load_model(
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(Path(checkpoint))
     cfg = config_from_dict(ckpt.config)
     model = build_model(cfg, int(ckpt.meta["num_classes"]))
-    weights = {k: v for k, v in ckpt.model.items() if not k.startswith("__extra__.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(ckpt.model, strict=False)
     if missing or unexpected:
         raise CheckpointError(
             f"{ckpt.path}: weights do not fit the model built from its config "

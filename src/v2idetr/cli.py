@@ -18,7 +18,8 @@ from v2idetr.errors import V2IDetrError
 COMMAND_MODULES = (
     "v2idetr.data.commands",  # data convert | stats | validate
     "v2idetr.data.synthetic_command",  # synth
-    "v2idetr.engine.commands",  # train | eval
+    "v2idetr.engine.commands",  # train | distill | eval
+    "v2idetr.demo",  # demo
 )
 
 

@@ -91,8 +91,8 @@ class LossConfig:
 class DistillConfig:
     """Video-to-image distillation (TFD + CQD); weights of 0 switch a term off."""
 
-    tfd: float = 0.0
-    cqd: float = 0.0
+    tfd: float = 1.0
+    cqd: float = 1.0
     tfd_mask: str = "gaussian"  # gaussian | binary
     tfd_features: str = "memory"  # memory | backbone
     cqd_sampling: str = "random"  # random | fixed

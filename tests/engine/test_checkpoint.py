@@ -91,3 +91,35 @@ def test_no_temp_files_left_behind(tmp_path: Path) -> None:
     model, _ = _model_and_optimizer()
     save_checkpoint(tmp_path / "a.ckpt", model.state_dict(), {})
     assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
+
+
+def test_model_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    from v2idetr import api
+    from v2idetr.config import config_to_dict, load_config
+    from v2idetr.models.build import build_model
+
+    cfg = load_config(None, ["model.hidden_dim=32", "model.nheads=4", "model.enc_layers=1", "model.dec_layers=2",
+                             "model.ffn_dim=64", "model.num_queries=10", "model.backbone_stages=3",
+                             "model.num_feature_levels=3"])
+    torch.manual_seed(0)
+    model = build_model(cfg, 2).eval()
+    save_checkpoint(tmp_path / "m.ckpt", model.state_dict(),
+                    {"config": config_to_dict(cfg), "num_classes": 2, "kind": "detector"})
+    loaded, loaded_cfg, _ = api.load_model(tmp_path / "m.ckpt")
+    assert loaded_cfg == cfg
+    x, mask = torch.randn(2, 3, 64, 80), torch.zeros(2, 64, 80, dtype=torch.bool)
+    with torch.no_grad():
+        a, b = model(x, mask), loaded(x, mask)
+    assert torch.equal(a["pred_logits"], b["pred_logits"]) and torch.equal(a["pred_boxes"], b["pred_boxes"])
+
+
+def test_checkpoint_of_another_model_names_the_mismatched_keys(tmp_path: Path) -> None:
+    from v2idetr import api
+    from v2idetr.config import config_to_dict, load_config
+
+    model, _ = _model_and_optimizer()
+    cfg = load_config(None, ["model.hidden_dim=32", "model.nheads=4"])
+    save_checkpoint(tmp_path / "other.ckpt", model.state_dict(),
+                    {"config": config_to_dict(cfg), "num_classes": 1, "kind": "detector"})
+    with pytest.raises(CheckpointError, match=r"other\.ckpt.*missing keys.*unexpected keys.*'0\.weight'"):
+        api.load_model(tmp_path / "other.ckpt")

@@ -45,7 +45,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     rng_torch: torch.Tensor | None = None
     path: Path | None = None
-    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -140,9 +140,16 @@ def save_checkpoint(
     ema_state: dict[str, torch.Tensor] | None = None,
     optimizer_state: dict[str, Any] | None = None,
     with_rng: bool = False,
+    extra_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically. ``meta`` must be JSON-serialisable (config, classes, state)."""
+    """Write a checkpoint atomically. ``meta`` must be JSON-serialisable (config, classes, state).
+
+    ``extra_state``: training-only modules (e.g. distillation adapters), kept apart from the model
+    weights as ``extra.<name>`` so that ``model.*`` is always exactly the deployable network.
+    """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
+    if extra_state:
+        tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in extra_state.items()})
     meta = {**meta, "format_version": FORMAT_VERSION}
     if ema_state is not None:
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema_state.items()})
@@ -212,16 +219,12 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> Checkpoint:
         raise CheckpointError(
             f"{path}: checkpoint format {meta.get('format_version')!r}, this version reads {FORMAT_VERSION}"
         )
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}}
-    extra: dict[str, torch.Tensor] = {}
+    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}, "extra": {}}
     for name, tensor in tensors.items():
         prefix, _, rest = name.partition(".")
-        if prefix in ("model", "ema", "rng"):
-            groups[prefix][rest] = tensor
-        elif prefix == "optim":
-            groups["optim"][name] = tensor
-        else:
-            extra[name] = tensor
+        if prefix not in groups:
+            raise CheckpointError(f"{path}: unexpected tensor {name!r} (not a v2idetr checkpoint layout)")
+        groups[prefix][name if prefix == "optim" else rest] = tensor
     optimizer = None
     if "optimizer" in meta:
         optimizer = _unflatten_optimizer(groups["optim"], meta["optimizer"])
@@ -232,7 +235,7 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> Checkpoint:
         optimizer=optimizer,
         rng_torch=groups["rng"].get("torch"),
         path=path,
-        extra_tensors=extra,
+        extra=groups["extra"],
     )
 
 

@@ -12,17 +12,25 @@ def _train(args: argparse.Namespace) -> int:
     result = api.train(
         args.config, args.overrides, args.out, resume=args.resume, progress=not args.no_progress
     )
-    print(
-        json.dumps(
-            {
-                "out": str(result.out_dir),
-                "steps": result.step,
-                "best_metric_value": result.best_value,
-                "best_step": result.best_step,
-                "stopped_early": result.stopped_early,
-            }
-        )
+    print(json.dumps(_result_summary(result)))
+    return 0
+
+
+def _result_summary(result: api.TrainResult) -> dict:
+    return {
+        "out": str(result.out_dir),
+        "steps": result.step,
+        "best_metric_value": result.best_value,
+        "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
+    }
+
+
+def _distill(args: argparse.Namespace) -> int:
+    result = api.distill(
+        args.teacher, args.config, args.overrides, args.out, resume=args.resume, progress=not args.no_progress
     )
+    print(json.dumps(_result_summary(result)))
     return 0
 
 
@@ -58,6 +66,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
     p.set_defaults(func=_train)
+
+    d = sub.add_parser(
+        "distill",
+        help="distil a video teacher into an image student (TFD + CQD)",
+        description="Train an image student from a frozen teacher; e.g. distill.tfd=1.0 distill.cqd=1.0.",
+    )
+    d.add_argument("--teacher", required=True, help="teacher checkpoint (v2idetr train with a teacher config)")
+    d.add_argument("--config", required=True, help="the student's YAML config, e.g. configs/student-tiny.yaml")
+    d.add_argument("--out", required=True)
+    d.add_argument("--resume", action="store_true")
+    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("overrides", nargs="*", metavar="key=value")
+    d.set_defaults(func=_distill)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (COCO AP + image-level P/R/F1)")
     e.add_argument("--checkpoint", required=True)

@@ -40,6 +40,7 @@ def build_eval_loader(cfg: Config, index: DatasetIndex, batch_size: int | None =
         num_workers=cfg.data.workers,
         collate_fn=collate_clips,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),  # leave the global RNG alone (exact resume)
     )
 
 

@@ -210,21 +210,26 @@ class Trainer:
         meta: dict[str, Any],
         extra_modules: nn.Module | None = None,
         progress: bool = True,
+        train_clips: tuple[int, str] | None = None,
     ):
+        """``train_clips = (frames, mode)`` overrides the config's clip sampling for the training data
+        only (distillation: the teacher's clips for training, the student's key frames for validation);
+        ``extra_modules``: training-only modules optimised with the model, saved apart from it."""
         self.cfg, self.model, self.objective, self.postprocess = cfg, model, objective, postprocess
         self.train_index, self.val_index = train_index, val_index
         self.out_dir = Path(out_dir)
         self.meta = meta
         self.extra_modules = extra_modules
         self.progress = progress
+        self.train_clips = train_clips or (cfg.data.num_frames, cfg.data.clip_mode)
         self.device = resolve_device(cfg.train.device)
 
     def _loader(self) -> tuple[DataLoader, ResumableSampler]:
         cfg = self.cfg
         dataset = ClipDataset(
             self.train_index,
-            num_frames=cfg.data.num_frames,
-            mode=cfg.data.clip_mode,
+            num_frames=self.train_clips[0],
+            mode=self.train_clips[1],
             window=cfg.data.window,
             stride=cfg.data.stride,
             transforms=build_train_transforms(cfg.data),
@@ -243,6 +248,9 @@ class Trainer:
             num_workers=cfg.data.workers,
             collate_fn=collate_clips,
             pin_memory=self.device.type == "cuda",
+            # its own generator: creating an iterator must not draw from the global RNG, which the
+            # model uses (denoising noise) and which checkpoints restore for an exact resume
+            generator=torch.Generator().manual_seed(cfg.train.seed),
             persistent_workers=False,
         )
         return loader, sampler
@@ -299,21 +307,14 @@ class Trainer:
         full = optimizer is not None
         if full:
             meta["scheduler"] = scheduler.state_dict() if scheduler is not None else None
-            if self.extra_modules is not None:
-                meta["has_extra"] = True
-        ema_state = ema.module.state_dict() if (ema is not None and full) else None
-        if full and self.extra_modules is not None:
-            model_state = {
-                **model_state,
-                **{f"__extra__.{k}": v for k, v in self.extra_modules.state_dict().items()},
-            }
         save_checkpoint(
             path,
             model_state,
             meta,
-            ema_state=ema_state,
+            ema_state=ema.module.state_dict() if (ema is not None and full) else None,
             optimizer_state=optimizer.state_dict() if full else None,
             with_rng=full,
+            extra_state=self.extra_modules.state_dict() if (full and self.extra_modules is not None) else None,
         )
 
     def fit(self, resume: bool = False) -> TrainResult:
@@ -342,13 +343,9 @@ class Trainer:
             if ckpt is None:
                 log.info("--resume: no usable checkpoint in %s, starting from scratch", self.out_dir)
             else:
-                model_state = {k: v for k, v in ckpt.model.items() if not k.startswith("__extra__.")}
-                self.model.load_state_dict(model_state)
+                self.model.load_state_dict(ckpt.model)
                 if self.extra_modules is not None:
-                    extra = {
-                        k[len("__extra__.") :]: v for k, v in ckpt.model.items() if k.startswith("__extra__.")
-                    }
-                    self.extra_modules.load_state_dict(extra)
+                    self.extra_modules.load_state_dict(ckpt.extra)
                 optimizer.load_state_dict(ckpt.optimizer)
                 if ckpt.meta.get("scheduler"):
                     scheduler.load_state_dict(ckpt.meta["scheduler"])

@@ -1,0 +1,79 @@
+"""Teacher training and distillation end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from v2idetr import api
+from v2idetr.config import config_from_dict
+from v2idetr.engine.checkpoint import load_checkpoint
+from v2idetr.errors import ConfigError
+from v2idetr.models.detector import build_detector
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tiny_synth, tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    api.train(
+        str(ROOT / "configs" / "teacher-tiny.yaml"),
+        [*tiny_model, f"data.train={tiny_synth.train_json}", f"data.val={tiny_synth.val_json}", "train.steps=3",
+         "train.eval_every=0"],
+        out,
+        progress=False,
+    )
+    return out / "best.ckpt"
+
+
+def test_teacher_checkpoint_knows_it_is_a_teacher_and_evaluates_on_clips(teacher_ckpt, tiny_synth, tmp_path):
+    ckpt = load_checkpoint(teacher_ckpt)
+    assert ckpt.kind == "teacher"
+    assert any(k.startswith("temporal.") for k in ckpt.model)
+    metrics = api.evaluate(teacher_ckpt, tiny_synth.val_json, out_dir=tmp_path / "e", progress=False)
+    assert 0.0 <= metrics["AP50"] <= 1.0
+
+
+def test_distilled_student_is_a_plain_image_detector(teacher_ckpt, tiny_synth, tiny_model, tmp_path):
+    out = tmp_path / "student"
+    api.distill(
+        teacher_ckpt,
+        str(ROOT / "configs" / "student-tiny.yaml"),
+        [*tiny_model, f"data.train={tiny_synth.train_json}", f"data.val={tiny_synth.val_json}", "train.steps=3",
+         "train.eval_every=0", "distill.tfd=1.0", "distill.cqd=1.0"],
+        out,
+        progress=False,
+    )
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in logged if r["type"] == "train"]
+    assert all("loss_tfd" in r and "loss_cqd" in r and "loss_det" in r for r in train_rows)
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = load_checkpoint(out / name)
+        assert ckpt.kind == "detector"
+        assert not any(k.startswith(("temporal.", "detector.")) for k in ckpt.model)
+        student = build_detector(config_from_dict(ckpt.config).model, ckpt.meta["num_classes"])
+        result = student.load_state_dict(ckpt.model, strict=True)
+        assert not result.missing_keys and not result.unexpected_keys
+        assert ckpt.config["data"]["num_frames"] == 1
+    # the student's forward pass is the image detector's: same outputs as a plain Detector
+    model, _, _ = api.load_model(out / "best.ckpt")
+    assert type(model).__name__ == "Detector"
+    x = torch.randn(1, 3, 64, 64)
+    m = torch.zeros(1, 64, 64, dtype=torch.bool)
+    assert model(x, m)["pred_boxes"].shape[-1] == 4
+
+
+def test_distill_refuses_an_image_model_as_teacher(tiny_synth, tiny_model, tmp_path):
+    image = tmp_path / "image"
+    overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.steps=1", "train.eval_every=0"]
+    api.train(str(ROOT / "configs" / "student-tiny.yaml"), overrides, image, progress=False)
+    with pytest.raises(Exception, match="teacher"):
+        api.distill(image / "best.ckpt", str(ROOT / "configs" / "student-tiny.yaml"), overrides, tmp_path / "s",
+                    progress=False)
+    with pytest.raises(ConfigError, match="num_frames"):
+        api.distill(image / "best.ckpt", str(ROOT / "configs" / "teacher-tiny.yaml"), overrides, tmp_path / "s",
+                    progress=False)

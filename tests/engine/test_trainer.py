@@ -1,0 +1,139 @@
+"""The trainer end to end on tiny data: learning, checkpoints, resume, guards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from v2idetr import api
+from v2idetr.data.synthetic import generate
+from v2idetr.demo import QUICK_MODEL
+from v2idetr.engine.checkpoint import load_checkpoint
+from v2idetr.engine.trainer import TrainingError, lr_factor
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = str(ROOT / "configs" / "student-tiny.yaml")
+
+
+def _overrides(synth, *extra: str) -> list[str]:
+    return [*QUICK_MODEL, "train.threads=1", "train.log_every=1", f"data.train={synth.train_json}",
+            f"data.val={synth.val_json}", *extra]
+
+
+def test_tiny_model_overfits_four_frames(tmp_path: Path) -> None:
+    """DETR's slow convergence is the project's main risk: 4 frames must be learnt in 300 steps."""
+    data = generate(tmp_path / "four", videos=1, frames=4, size=96, seed=11, val_fraction=0.0,
+                    negative_video_fraction=0.0, degradation_rate=0.0)
+    started = time.monotonic()
+    api.train(
+        TINY,
+        [
+            f"data.train={data.train_json}", f"data.val={data.train_json}",
+            "data.train_sizes=[96]", "data.test_size=96", "data.batch_size=4", "data.hflip=0", "data.crop=0",
+            "data.photometric=0", "train.steps=300", "train.eval_every=0", "train.warmup_steps=20",
+            "train.lr=5e-4", "train.backbone_lr=5e-4", "train.threads=2",
+        ],
+        tmp_path / "run",
+        progress=False,
+    )
+    elapsed = time.monotonic() - started
+    metrics = load_checkpoint(tmp_path / "run" / "best.ckpt").meta["metrics"]
+    assert metrics["AP50"] >= 0.9, metrics
+    assert elapsed < 90, f"overfitting 4 frames took {elapsed:.0f} s"
+
+
+def test_train_writes_checkpoints_metrics_and_evaluates(tiny_synth, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = api.train(TINY, _overrides(tiny_synth, "train.steps=4", "train.eval_every=2"), out, progress=False)
+    assert result.step == 4
+    for name in ("last.ckpt", "best.ckpt", "metrics.jsonl", "config.json"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["type"] == "train"] == [1, 2, 3, 4]
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(0.0 <= r["AP50"] <= 1.0 and r["protocol"] == "yona" for r in evals)
+    best = load_checkpoint(out / "best.ckpt")
+    assert best.optimizer is None  # best.ckpt is weights + config only
+    assert best.meta["class_names"] == ["lesion"]
+    metrics = api.evaluate(out / "best.ckpt", tiny_synth.val_json, out_dir=tmp_path / "eval", progress=False)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("AP", "AP50", "AP75", "precision", "recall", "f1"):
+        assert key in saved
+    assert saved["AP50"] == pytest.approx(metrics["AP50"])
+    # the eval of best.ckpt reproduces the validation the trainer logged for that step
+    logged = next(r for r in evals if r["step"] == best.meta["best"]["step"])
+    assert metrics["AP50"] == pytest.approx(logged["AP50"], abs=1e-6)
+
+
+def test_resume_continues_exactly(tiny_synth, tmp_path: Path) -> None:
+    """Resuming from the step-3 checkpoint of a 6-step run ends where the uninterrupted run ended."""
+    straight = tmp_path / "straight"
+    overrides = _overrides(tiny_synth, "train.steps=6", "train.eval_every=3", "data.batch_size=2")
+    api.train(TINY, overrides, straight, progress=False)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(straight / "ckpt-00000003.ckpt", resumed / "last.ckpt")
+    shutil.copy(straight / "metrics.jsonl", resumed / "metrics.jsonl")
+    api.train(TINY, overrides, resumed, resume=True, progress=False)
+    a = load_checkpoint(straight / "last.ckpt")
+    b = load_checkpoint(resumed / "last.ckpt")
+    assert b.meta["step"] == 6
+    assert a.model.keys() == b.model.keys()
+    for key in a.model:
+        assert torch.allclose(a.model[key], b.model[key], atol=1e-6), key
+    lines = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
+    # the resumed run's losses are the uninterrupted run's
+    straight_lines = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in lines if r["type"] == "train"]
+    assert losses == pytest.approx([r["loss"] for r in straight_lines if r["type"] == "train"], rel=1e-5)
+
+
+def test_non_finite_loss_is_skipped_then_stops(tiny_synth, tmp_path: Path, monkeypatch) -> None:
+    from v2idetr.engine import trainer as trainer_module
+
+    original = trainer_module.DetectionObjective.__call__
+    calls = {"n": 0}
+
+    def sometimes_nan(self, batch):
+        calls["n"] += 1
+        losses = original(self, batch)
+        if calls["n"] == 2:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer_module.DetectionObjective, "__call__", sometimes_nan)
+    out = tmp_path / "nan"
+    result = api.train(TINY, _overrides(tiny_synth, "train.steps=3", "train.eval_every=0"), out, progress=False)
+    assert result.step == 3
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in logged if r["type"] == "train"] == [0, 1, 1]
+
+    def always_nan(self, batch):
+        losses = original(self, batch)
+        losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer_module.DetectionObjective, "__call__", always_nan)
+    with pytest.raises(TrainingError, match="non-finite losses in a row at step 0"):
+        api.train(TINY, _overrides(tiny_synth, "train.steps=3", "train.max_bad_steps=2"), tmp_path / "x",
+                  progress=False)
+
+
+def test_schedule_warmup_then_cosine() -> None:
+    from v2idetr.config import load_config
+
+    cfg = load_config(None, ["train.steps=100", "train.warmup_steps=10", "train.schedule=cosine"])
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(100, cfg) == pytest.approx(0.01)
+    step = load_config(None, ["train.steps=100", "train.warmup_steps=0", "train.schedule=step",
+                              "train.step_milestones=[0.5]"])
+    assert lr_factor(49, step) == 1.0 and lr_factor(50, step) == pytest.approx(0.1)
