@@ -18,11 +18,11 @@ from typing import Any
 import torch
 
 from v2idetr import api
+from v2idetr.atomic import atomic_write_text
 from v2idetr.data.commands import format_stats
 from v2idetr.data.load import load_index
 from v2idetr.data.synthetic import generate
 from v2idetr.data.validate import validate
-from v2idetr.engine.checkpoint import atomic_write_text
 from v2idetr.engine.evaluator import format_metrics_table
 from v2idetr.errors import DatasetError
 

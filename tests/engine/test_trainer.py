@@ -121,7 +121,7 @@ def test_non_finite_loss_is_skipped_then_stops(tiny_synth, tmp_path: Path, monke
         return losses
 
     monkeypatch.setattr(trainer_module.DetectionObjective, "__call__", always_nan)
-    with pytest.raises(TrainingError, match="non-finite losses in a row at step 0"):
+    with pytest.raises(TrainingError, match="non-finite loss values in a row at step 0"):
         api.train(TINY, _overrides(tiny_synth, "train.steps=3", "train.max_bad_steps=2"), tmp_path / "x",
                   progress=False)
 

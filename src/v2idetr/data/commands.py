@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from v2idetr.atomic import atomic_write_json
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import FORMATS, load_index
 from v2idetr.data.validate import validate
@@ -75,20 +73,6 @@ def format_stats(index: DatasetIndex) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(doc: dict[str, Any], out: Path) -> None:
-    """Write ``doc`` to ``out`` via a temporary file in the same folder, so ``out`` is never half written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _convert(args: argparse.Namespace) -> int:
     index = load_index(
         args.src,
@@ -106,7 +90,7 @@ def _convert(args: argparse.Namespace) -> int:
             header="cannot convert",
         )
     out = Path(args.out)
-    write_json_atomic(index.to_coco_vid(image_root=out.resolve().parent), out)
+    atomic_write_json(out, index.to_coco_vid(image_root=out.resolve().parent))
     print(f"wrote {out}: {len(index.videos)} videos, {index.num_frames} frames, {index.num_boxes} boxes")
     if index.skipped:
         print(f"left out {len(index.skipped)} invalid record(s)")

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from v2idetr.atomic import atomic_write, atomic_write_text
 from v2idetr.data.index import DatasetIndex
 from v2idetr.engine.metrics import (
     CocoBoxEval,
@@ -136,24 +135,10 @@ def evaluate(
     return metrics
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder and ``os.replace`` it: readers never see
-    a half-written file, even when a run is killed mid-write."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_metrics_json(metrics: Mapping[str, Any], path: str | Path) -> None:
     """metrics.json (atomically); NaN is refused so every value is valid JSON."""
     text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
-    _atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write_text(path, text)
 
 
 def plot_pr_curves(
@@ -183,7 +168,7 @@ def plot_pr_curves(
     if curves:
         ax.legend(loc="lower left")
     fig.tight_layout()
-    _atomic_write(Path(out_png), lambda p: fig.savefig(p, format="png"))
+    atomic_write(out_png, lambda p: fig.savefig(p, format="png"))
 
 
 def _fmt(value: Any) -> str:

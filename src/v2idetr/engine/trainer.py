@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import signal
 import time
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from v2idetr import __version__
+from v2idetr.atomic import atomic_write_text
 from v2idetr.config import Config, config_to_dict
 from v2idetr.data.clips import ClipDataset
 from v2idetr.data.collate import Batch, collate_clips
@@ -35,7 +35,6 @@ from v2idetr.data.index import DatasetIndex
 from v2idetr.data.sampler import ResumableSampler
 from v2idetr.data.transforms import build_train_transforms
 from v2idetr.engine.checkpoint import (
-    atomic_write_text,
     find_resume_checkpoint,
     prune_step_checkpoints,
     restore_rng,
@@ -277,45 +276,82 @@ class Trainer:
             out_dir=out,
         )
 
-    def _save(
-        self,
-        path: Path,
-        step: int,
-        epoch: int,
-        position: int,
-        optimizer: torch.optim.Optimizer | None,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-        ema: AveragedModel | None,
-        best: dict[str, Any],
-        metrics: dict[str, Any] | None,
-        weights_from_ema: bool = False,
-    ) -> None:
+    def _save(self, path: Path, state: TrainState, full: bool, weights_from_ema: bool = False) -> None:
+        """``full``: a resumable training checkpoint (optimiser, scheduler, EMA, RNG, extra modules);
+        otherwise the deployable weights (the EMA's when ``weights_from_ema``) and metadata only."""
         meta = {
             **self.meta,
             "config": config_to_dict(self.cfg),
-            "step": step,
-            "epoch": epoch,
-            "position": position,
-            "best": best,
-            "metrics": _summary(metrics),
+            "step": state.step,
+            "epoch": state.epoch,
+            "position": state.position,
+            "best": state.best,
+            "metrics": _summary(state.metrics),
             "v2idetr_version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        model_state = self.model.state_dict()
-        if weights_from_ema and ema is not None:
-            model_state = ema.module.state_dict()
-        full = optimizer is not None
+        ema = state.ema
+        model_state = (ema.module if (weights_from_ema and ema is not None) else self.model).state_dict()
         if full:
-            meta["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+            meta["scheduler"] = state.scheduler.state_dict()
         save_checkpoint(
             path,
             model_state,
             meta,
             ema_state=ema.module.state_dict() if (ema is not None and full) else None,
-            optimizer_state=optimizer.state_dict() if full else None,
+            optimizer_state=state.optimizer.state_dict() if full else None,
             with_rng=full,
-            extra_state=self.extra_modules.state_dict() if (full and self.extra_modules is not None) else None,
+            extra_state=self.extra_modules.state_dict()
+            if (full and self.extra_modules is not None)
+            else None,
         )
+
+    def _checkpoint(self, state: TrainState, metrics_log: MetricsLog) -> None:
+        """Validate (if there is a validation split), update best.ckpt, write the step and last checkpoints."""
+        if self.val_index is not None:
+            state.metrics = self.validate(
+                state.ema.module if state.ema is not None else self.model, state.step
+            )
+            metrics_log.write(
+                {"type": "eval", "step": state.step, "epoch": state.epoch, **_summary(state.metrics)}
+            )
+            value = state.metrics.get(self.cfg.train.best_metric)
+            if value is not None and (state.best["value"] is None or value > state.best["value"]):
+                state.best = {"metric": self.cfg.train.best_metric, "value": float(value), "step": state.step}
+                self._save(self.out_dir / "best.ckpt", state, full=False, weights_from_ema=True)
+                log.info("step %d: new best %s = %.4f", state.step, self.cfg.train.best_metric, value)
+        if self.val_index is None or not (self.out_dir / "best.ckpt").exists():
+            self._save(self.out_dir / "best.ckpt", state, full=False, weights_from_ema=True)
+        self._save(step_checkpoint_path(self.out_dir, state.step), state, full=True)
+        prune_step_checkpoints(self.out_dir, self.cfg.train.keep_last)
+        self._save(self.out_dir / "last.ckpt", state, full=True)
+
+    def _resume(self, state: TrainState) -> int | None:
+        """Restore everything from the newest usable checkpoint; the step resumed from, or None."""
+        ckpt = find_resume_checkpoint(self.out_dir)
+        if ckpt is None:
+            log.info("--resume: no usable checkpoint in %s, starting from scratch", self.out_dir)
+            return None
+        self.model.load_state_dict(ckpt.model)
+        if self.extra_modules is not None:
+            self.extra_modules.load_state_dict(ckpt.extra)
+        state.optimizer.load_state_dict(ckpt.optimizer)
+        if ckpt.meta.get("scheduler"):
+            state.scheduler.load_state_dict(ckpt.meta["scheduler"])
+        if state.ema is not None and ckpt.ema is not None:
+            state.ema.module.load_state_dict(ckpt.ema)
+        restore_rng(ckpt.rng_torch, ckpt.meta.get("rng"))
+        state.step, state.epoch, state.position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["position"]
+        state.best = ckpt.meta.get("best", state.best)
+        state.metrics = ckpt.meta.get("metrics", {})
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            ckpt.path,
+            state.step,
+            state.epoch,
+            state.position,
+        )
+        return state.step
 
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.cfg
@@ -328,204 +364,149 @@ class Trainer:
             self.extra_modules.to(self.device)
         trainable = self._trainable()
         optimizer = torch.optim.AdamW(param_groups(trainable, cfg), lr=cfg.train.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-        ema = None
-        if cfg.train.ema > 0:
-            ema = AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True
-            )
-
-        step, epoch, position = 0, 0, 0
-        best: dict[str, Any] = {"metric": cfg.train.best_metric, "value": None, "step": None}
-        resume_step = None
-        if resume:
-            ckpt = find_resume_checkpoint(self.out_dir)
-            if ckpt is None:
-                log.info("--resume: no usable checkpoint in %s, starting from scratch", self.out_dir)
-            else:
-                self.model.load_state_dict(ckpt.model)
-                if self.extra_modules is not None:
-                    self.extra_modules.load_state_dict(ckpt.extra)
-                optimizer.load_state_dict(ckpt.optimizer)
-                if ckpt.meta.get("scheduler"):
-                    scheduler.load_state_dict(ckpt.meta["scheduler"])
-                if ema is not None and ckpt.ema is not None:
-                    ema.module.load_state_dict(ckpt.ema)
-                restore_rng(ckpt.rng_torch, ckpt.meta.get("rng"))
-                step, epoch, position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["position"]
-                best = ckpt.meta.get("best", best)
-                resume_step = step
-                log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt.path, step, epoch, position)
+        state = TrainState(
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg)),
+            ema=AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
+            if cfg.train.ema > 0
+            else None,
+            best={"metric": cfg.train.best_metric, "value": None, "step": None},
+        )
+        resume_step = self._resume(state) if resume else None
         metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step)
         if resume_step is None:
             atomic_write_text(self.out_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2))
 
         loader, sampler = self._loader()
-        batches = _infinite_batches(loader, sampler, epoch, position)
+        batches = _infinite_batches(loader, sampler, state.epoch, state.position)
         self.model.train()
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
         use_amp = amp_dtype is not None and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         params = [p for p in trainable.parameters() if p.requires_grad]
         bad_in_a_row, bad_total = 0, 0
-        last_metrics: dict[str, Any] = {}
         started = time.monotonic()
         window: dict[str, float] = {}
         window_n = 0
-        epoch_sum, epoch_n, epoch_seen = 0.0, 0, epoch
-        stopped_early = False
-
-        def checkpoint(final: bool = False) -> None:
-            nonlocal last_metrics, best
-            eval_model = ema.module if ema is not None else self.model
-            if self.val_index is not None:
-                last_metrics = self.validate(eval_model, step)
-                metrics_log.write({"type": "eval", "step": step, "epoch": epoch, **_summary(last_metrics)})
-                value = last_metrics.get(cfg.train.best_metric)
-                if value is not None and (best["value"] is None or value > best["value"]):
-                    best = {"metric": cfg.train.best_metric, "value": float(value), "step": step}
-                    self._save(
-                        self.out_dir / "best.ckpt",
-                        step,
-                        epoch,
-                        position,
-                        None,
-                        None,
-                        ema,
-                        best,
-                        last_metrics,
-                        weights_from_ema=True,
-                    )
-                    log.info("step %d: new best %s = %.4f", step, cfg.train.best_metric, value)
-            elif final:
-                self._save(
-                    self.out_dir / "best.ckpt",
-                    step,
-                    epoch,
-                    position,
-                    None,
-                    None,
-                    ema,
-                    best,
-                    None,
-                    weights_from_ema=True,
-                )
-            self._save(
-                step_checkpoint_path(self.out_dir, step),
-                step,
-                epoch,
-                position,
-                optimizer,
-                scheduler,
-                ema,
-                best,
-                last_metrics,
-            )
-            prune_step_checkpoints(self.out_dir, cfg.train.keep_last)
-            self._save(
-                self.out_dir / "last.ckpt",
-                step,
-                epoch,
-                position,
-                optimizer,
-                scheduler,
-                ema,
-                best,
-                last_metrics,
-            )
-
+        epoch_sum, epoch_n, epoch_seen = 0.0, 0, state.epoch
+        stop_reason: str | None = None
         bar = tqdm(
-            total=cfg.train.steps, initial=step, desc="train", disable=not self.progress, dynamic_ncols=True
+            total=cfg.train.steps,
+            initial=state.step,
+            desc="train",
+            disable=not self.progress,
+            dynamic_ncols=True,
         )
         with _StopFlag() as stop:
-            while step < cfg.train.steps:
-                epoch, position, batch = next(batches)
-                if epoch != epoch_seen:
+            while state.step < cfg.train.steps:
+                state.epoch, state.position, batch = next(batches)
+                if state.epoch != epoch_seen:
                     if epoch_n:
                         metrics_log.write(
-                            {"type": "epoch", "epoch": epoch_seen, "step": step, "loss": epoch_sum / epoch_n}
+                            {
+                                "type": "epoch",
+                                "epoch": epoch_seen,
+                                "step": state.step,
+                                "loss": epoch_sum / epoch_n,
+                            }
                         )
-                    epoch_sum, epoch_n, epoch_seen = 0.0, 0, epoch
+                    epoch_sum, epoch_n, epoch_seen = 0.0, 0, state.epoch
                 batch = batch.to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
                     losses = self.objective(batch)
                 loss = losses["loss"]
                 optimizer.zero_grad(set_to_none=True)
-                if not torch.isfinite(loss):
+                grad_norm = None
+                if torch.isfinite(loss):
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad or float("inf"))
+                if grad_norm is None or not torch.isfinite(grad_norm):
+                    what = "loss" if grad_norm is None else "gradient"
                     bad_in_a_row, bad_total = bad_in_a_row + 1, bad_total + 1
                     log.warning(
-                        "step %d: non-finite loss (%s), step skipped (%d in a row, %d total)",
-                        step,
-                        loss.item(),
+                        "step %d: non-finite %s, step skipped (%d in a row, %d in all)",
+                        state.step,
+                        what,
                         bad_in_a_row,
                         bad_total,
                     )
+                    optimizer.zero_grad(set_to_none=True)
+                    if grad_norm is not None:
+                        scaler.update()
                     if bad_in_a_row >= cfg.train.max_bad_steps:
                         raise TrainingError(
-                            f"{bad_in_a_row} non-finite losses in a row at step {step}; last good checkpoint: "
-                            f"{self.out_dir / 'last.ckpt'}. Lower train.lr or check the data."
+                            f"{bad_in_a_row} non-finite {what} values in a row at step {state.step}; last good "
+                            f"checkpoint: {self.out_dir / 'last.ckpt'}. Lower train.lr or check the data."
                         )
-                    continue
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad or float("inf"))
-                if not torch.isfinite(grad_norm):
-                    bad_in_a_row, bad_total = bad_in_a_row + 1, bad_total + 1
-                    log.warning(
-                        "step %d: non-finite gradient, step skipped (%d in a row)", step, bad_in_a_row
-                    )
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.update()
-                    if bad_in_a_row >= cfg.train.max_bad_steps:
-                        raise TrainingError(f"{bad_in_a_row} non-finite gradients in a row at step {step}")
                     continue
                 scaler.step(optimizer)
                 scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(self.model)
+                state.scheduler.step()
+                if state.ema is not None:
+                    state.ema.update_parameters(self.model)
                 bad_in_a_row = 0
-                step += 1
+                state.step += 1
                 epoch_sum, epoch_n = epoch_sum + loss.item(), epoch_n + 1
                 for name, value in losses.items():
-                    if not name[-1].isdigit():
+                    if not name[-1].isdigit():  # per-layer auxiliary terms stay out of the log
                         window[name] = window.get(name, 0.0) + float(value.detach())
                 window_n += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", ep=epoch)
-                if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                    elapsed = time.monotonic() - started
+                bar.set_postfix(loss=f"{loss.item():.3f}", ep=state.epoch)
+                if state.step % cfg.train.log_every == 0 or state.step == cfg.train.steps:
                     metrics_log.write(
                         {
                             "type": "train",
-                            "step": step,
-                            "epoch": epoch,
+                            "step": state.step,
+                            "epoch": state.epoch,
                             "lr": optimizer.param_groups[-1]["lr"],
                             **{k: v / window_n for k, v in window.items()},
                             "grad_norm": float(grad_norm),
                             "skipped_steps": bad_total,
-                            "elapsed_s": elapsed,
+                            "elapsed_s": time.monotonic() - started,
                         }
                     )
                     window, window_n = {}, 0
-                over_time = (
+                if (
                     cfg.train.time_limit_min > 0
-                    and (time.monotonic() - started) > 60 * cfg.train.time_limit_min
-                )
-                if (cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0) or step == cfg.train.steps:
-                    checkpoint(final=step == cfg.train.steps)
-                if over_time or stop.requested:
-                    if step % max(cfg.train.eval_every, 1) != 0:
-                        checkpoint(final=True)
-                    stopped_early = True
-                    log.warning("stopping at step %d (%s)", step, stop.requested or "time limit")
+                    and time.monotonic() - started > 60 * cfg.train.time_limit_min
+                ):
+                    stop_reason = f"time limit of {cfg.train.time_limit_min} min"
+                stop_reason = stop.requested or stop_reason
+                periodic = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
+                if periodic or state.step == cfg.train.steps or stop_reason:
+                    self._checkpoint(state, metrics_log)
+                if stop_reason:
+                    log.warning("stopping at step %d (%s); resume with --resume", state.step, stop_reason)
                     break
         bar.close()
-        if step == 0 or (step < cfg.train.steps and not stopped_early):
-            checkpoint(final=True)
+        if state.step == 0:
+            self._checkpoint(state, metrics_log)
         if stop.requested:
             raise KeyboardInterrupt
-        return TrainResult(self.out_dir, step, best["value"], best["step"], last_metrics, stopped_early)
+        return TrainResult(
+            self.out_dir,
+            state.step,
+            state.best["value"],
+            state.best["step"],
+            state.metrics or {},
+            stopped_early=stop_reason is not None,
+        )
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint must restore for an exact resume, in one place."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: AveragedModel | None
+    best: dict[str, Any]
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    metrics: dict[str, Any] | None = None
 
 
 def _summary(metrics: dict[str, Any] | None) -> dict[str, Any]:
@@ -533,7 +514,3 @@ def _summary(metrics: dict[str, Any] | None) -> dict[str, Any]:
     if not metrics:
         return {}
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None}
-
-
-def env_world() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
