@@ -36,7 +36,7 @@ def test_tiny_model_overfits_four_frames(tmp_path: Path) -> None:
             f"data.train={data.train_json}", f"data.val={data.train_json}",
             "data.train_sizes=[96]", "data.test_size=96", "data.batch_size=4", "data.hflip=0", "data.crop=0",
             "data.photometric=0", "train.steps=300", "train.eval_every=0", "train.warmup_steps=20",
-            "train.lr=5e-4", "train.backbone_lr=5e-4", "train.threads=2",
+            "train.lr=5e-4", "train.backbone_lr=5e-4", "train.threads=1",
         ],
         tmp_path / "run",
         progress=False,
