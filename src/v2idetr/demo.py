@@ -59,7 +59,7 @@ class DemoPlan:
 def plan(quick: bool, steps: int | None) -> DemoPlan:
     if quick:
         return DemoPlan(videos=6, frames=8, size=64, steps=steps or 3, extra=QUICK_MODEL)
-    return DemoPlan(videos=40, frames=48, size=128, steps=steps or 500, extra=[])
+    return DemoPlan(videos=40, frames=48, size=128, steps=steps or 250, extra=[])
 
 
 def _configs_dir() -> Path:
