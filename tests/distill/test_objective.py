@@ -77,3 +77,39 @@ def test_distill_refuses_an_image_model_as_teacher(tiny_synth, tiny_model, tmp_p
     with pytest.raises(ConfigError, match="num_frames"):
         api.distill(image / "best.ckpt", str(ROOT / "configs" / "teacher-tiny.yaml"), overrides, tmp_path / "s",
                     progress=False)
+
+
+def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
+    """A one-frame mean teacher is exactly its detector: a student with the same weights sees the
+    same features and decodes the teacher's queries to the teacher's outputs, so TFD = CQD = 0."""
+    from v2idetr.config import DistillConfig, LossConfig, ModelConfig
+    from v2idetr.data.collate import Batch
+    from v2idetr.distill.objective import DistillationObjective
+    from v2idetr.models.criterion import build_criterion
+    from v2idetr.models.teacher import VideoTeacher
+
+    cfg = ModelConfig(backbone_stages=3, num_feature_levels=3, hidden_dim=32, nheads=4, enc_layers=1,
+                      dec_layers=2, ffn_dim=64, num_queries=8, dn_number=4, temporal="mean")
+    torch.manual_seed(0)
+    teacher = VideoTeacher(cfg, num_classes=1, num_frames=1)
+    student = build_detector(cfg, 1)
+    student.load_state_dict(teacher.detector.state_dict())
+    objective = DistillationObjective(student, teacher, build_criterion(LossConfig(), 1),
+                                      DistillConfig(tfd=1.0, cqd=1.0))
+    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]), "labels": torch.tensor([0]),
+                "image_id": torch.tensor(1), "orig_size": torch.tensor([64, 64]), "size": torch.tensor([64, 64])}]
+    batch = Batch(images=torch.randn(1, 1, 3, 64, 64), masks=torch.zeros(1, 64, 64, dtype=torch.bool),
+                  targets=targets, frame_targets=None, frame_offsets=torch.zeros(1, 1, dtype=torch.long))
+    losses = objective(batch)
+    assert losses["loss_tfd"].item() == pytest.approx(0.0, abs=1e-6)
+    assert losses["loss_cqd"].item() == pytest.approx(0.0, abs=1e-4)
+    assert losses["loss"].item() == pytest.approx(losses["loss_det"].item(), rel=1e-5)
+    # a different student is pulled towards the teacher, and only the student gets gradients
+    torch.manual_seed(1)
+    other = build_detector(cfg, 1)
+    objective = DistillationObjective(other, teacher, build_criterion(LossConfig(), 1), DistillConfig())
+    losses = objective(batch)
+    assert losses["loss_tfd"] > 0 and losses["loss_cqd"] > 0
+    losses["loss"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in other.parameters())

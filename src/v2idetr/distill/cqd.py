@@ -4,8 +4,10 @@ The frozen teacher's decoder queries (content + reference boxes) of the key fram
 the *student's* decoder on the student's memory; each output query is trained to agree with the
 teacher's output for the same query, one to one (no matching):
 
-- class: binary cross-entropy of the student's logits against the teacher's sigmoid probabilities
-  (soft targets), summed over classes, averaged over queries;
+- class: the Bernoulli KL divergence from the teacher's sigmoid probabilities to the student's
+  (binary cross-entropy with the teacher's probabilities as soft targets, minus the teacher's own
+  entropy, so it is 0 exactly when the two agree; same gradient as the BCE), summed over classes,
+  averaged over queries;
 - boxes: L1 + (1 - GIoU) on normalised cxcywh boxes, each query weighted by the teacher's
   confidence (max class probability), normalised by the sum of weights.
 
@@ -26,8 +28,11 @@ from torchvision.ops import box_convert, generalized_box_iou
 def _pair_loss(
     student: dict[str, Tensor], teacher: dict[str, Tensor], box_weight: float, giou_weight: float
 ) -> Tensor:
-    t_prob = teacher["pred_logits"].detach().sigmoid()
-    cls = F.binary_cross_entropy_with_logits(student["pred_logits"], t_prob, reduction="none").sum(-1).mean()
+    t_logits = teacher["pred_logits"].detach()
+    t_prob = t_logits.sigmoid()
+    cross = F.binary_cross_entropy_with_logits(student["pred_logits"], t_prob, reduction="none")
+    entropy = F.binary_cross_entropy_with_logits(t_logits, t_prob, reduction="none")
+    cls = (cross - entropy).sum(-1).mean()
     conf = t_prob.max(-1).values  # [B, Q]
     s_box, t_box = student["pred_boxes"], teacher["pred_boxes"].detach()
     l1 = (s_box - t_box).abs().sum(-1)
