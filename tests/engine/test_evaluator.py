@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
-from v2idetr.engine.evaluator import evaluate, format_metrics_table, plot_pr_curves
+from v2idetr.engine.evaluator import DEGRADED, evaluate, format_metrics_table, plot_pr_curves
 
 G = [10.0, 10.0, 50.0, 50.0]
 REQUIRED = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR100", "precision", "recall", "f1",
@@ -65,8 +65,10 @@ def test_by_degradation_and_by_video_splits() -> None:
     preds[7] = {"boxes": np.array([[0, 0, 20, 20]], np.float32), "scores": np.array([0.9], np.float32),
                 "labels": np.zeros(1, np.int64)}  # a false alarm on b's lesion-free blur frame
     m = evaluate(index, preds)
-    assert set(m["by_degradation"]) == {"none", "blur"}
+    assert set(m["by_degradation"]) == {"none", "blur", DEGRADED}
     none, blur = m["by_degradation"]["none"], m["by_degradation"]["blur"]
+    # the only degraded kind here is blur, so the "all degraded" group equals it
+    assert m["by_degradation"][DEGRADED] == blur
     # "none": frames 1, 2, 4, 6 -> 3 boxes, all found, no alarm on frame 4
     assert (none["num_frames"], none["num_gt"]) == (4, 3)
     assert none["AP50"] == pytest.approx(1.0) and none["recall"] == pytest.approx(1.0)

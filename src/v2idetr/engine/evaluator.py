@@ -56,13 +56,19 @@ def _split_metrics(
     return out
 
 
+DEGRADED = "degraded (all but none)"
+
+
 def _degradation_groups(index: DatasetIndex) -> dict[str, list[int]]:
-    """Image ids per ``FrameRecord.degradation`` value (frames without one are left out)."""
+    """Image ids per ``FrameRecord.degradation`` value (frames without one are left out), plus
+    ``DEGRADED``: every frame whose degradation is not ``none`` (where a video teacher should win)."""
     groups: dict[str, list[int]] = {}
     for frame in index.frames():
         if frame.degradation is not None:
             groups.setdefault(frame.degradation, []).append(frame.image_id)
-    return dict(sorted(groups.items(), key=lambda kv: (kv[0] != "none", kv[0])))
+            if frame.degradation != "none":
+                groups.setdefault(DEGRADED, []).append(frame.image_id)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0] != "none", kv[0] == DEGRADED, kv[0])))
 
 
 def _video_groups(index: DatasetIndex) -> dict[str, list[int]]:
