@@ -44,6 +44,21 @@ def image_size(path: Path) -> tuple[int, int]:
         return img.size
 
 
+def logged_image_size(file: Path, plog: ProblemLog) -> tuple[int, int] | None:
+    """``image_size``, or ``None`` with the unreadable frame recorded (and dropped) in ``plog``."""
+    try:
+        return image_size(file)
+    except IMAGE_ERRORS as exc:
+        plog.add(
+            file.name,
+            "file_name",
+            f"not a readable image ({type(exc).__name__}: {exc})",
+            dropped="frame",
+            file=file,
+        )
+        return None
+
+
 def scan_image_folder(path: str | Path) -> Scan:
     """Check an image folder and index it as one video (frame ids 0.. in natural name order)."""
     folder = Path(path)
@@ -57,17 +72,10 @@ def scan_image_folder(path: str | Path) -> Scan:
         return Scan(None, plog)
     video = VideoRecord(video_id=1, name=folder.resolve().name)
     for file in files:
-        try:
-            width, height = image_size(file)
-        except IMAGE_ERRORS as exc:
-            plog.add(
-                file.name,
-                "file_name",
-                f"not a readable image ({type(exc).__name__}: {exc})",
-                dropped="frame",
-                file=file,
-            )
+        size = logged_image_size(file, plog)
+        if size is None:
             continue
+        width, height = size
         n = len(video.frames)
         video.frames.append(
             FrameRecord(

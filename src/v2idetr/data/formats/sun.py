@@ -35,7 +35,7 @@ from PIL import Image
 from scipy import ndimage
 
 from v2idetr.data.formats.cocovid import ProblemLog, Scan, as_int, check_box, load_json
-from v2idetr.data.formats.media import IMAGE_ERRORS, image_files, image_size, natural_key
+from v2idetr.data.formats.media import IMAGE_ERRORS, image_files, logged_image_size, natural_key
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 
 log = logging.getLogger(__name__)
@@ -153,16 +153,8 @@ def scan_sun(root: str | Path, check_files: bool = True) -> Scan:
         for file in files:
             if file.name in bad_names:
                 continue
-            try:
-                size = image_size(file) if check_files or case_size is None else case_size
-            except IMAGE_ERRORS as exc:
-                plog.add(
-                    file.name,
-                    "file_name",
-                    f"not a readable image ({type(exc).__name__}: {exc})",
-                    dropped="frame",
-                    file=file,
-                )
+            size = logged_image_size(file, plog) if check_files or case_size is None else case_size
+            if size is None:
                 continue
             case_size = case_size or size
             frame = FrameRecord(
@@ -303,17 +295,10 @@ def scan_sun_seg(root: str | Path, check_files: bool = True) -> Scan:
     for video_id, case_dir in enumerate(cases, start=1):
         video = VideoRecord(video_id=video_id, name=case_dir.name)
         for file in image_files(case_dir):
-            try:
-                width, height = image_size(file)
-            except IMAGE_ERRORS as exc:
-                plog.add(
-                    file.name,
-                    "file_name",
-                    f"not a readable image ({type(exc).__name__}: {exc})",
-                    dropped="frame",
-                    file=file,
-                )
+            size = logged_image_size(file, plog)
+            if size is None:
                 continue
+            width, height = size
             frame = FrameRecord(
                 image_id=image_id,
                 video_id=video_id,
