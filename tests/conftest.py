@@ -32,3 +32,19 @@ def tiny_model() -> list[str]:
 @pytest.fixture()
 def configs_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_synth: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A student-tiny image model trained for a few steps (weights fit the tiny data, not good ones)."""
+    from v2idetr import api
+
+    out = tmp_path_factory.mktemp("tiny_ckpt")
+    config = Path(__file__).resolve().parents[1] / "configs" / "student-tiny.yaml"
+    api.train(
+        str(config),
+        [*TINY_MODEL, f"data.train={tiny_synth.train_json}", "train.steps=4", "train.eval_every=0"],
+        out,
+        progress=False,
+    )
+    return out / "last.ckpt"

@@ -19,6 +19,7 @@ from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
 from v2idetr.distill.objective import DistillationObjective
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
+from v2idetr.engine.coco_results import read_coco_results
 from v2idetr.engine.evaluator import evaluate as evaluate_predictions
 from v2idetr.engine.inference import build_eval_loader, predict_loader
 from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, resolve_device
@@ -221,6 +222,32 @@ def evaluate(
         nms_iou=nms_iou if nms_iou is not None else cfg.eval.nms_iou,
         out_dir=Path(out_dir) if out_dir else None,
         name=Path(checkpoint).stem,
+    )
+
+
+def evaluate_detections(
+    predictions: str | Path,
+    data: str | Path,
+    out_dir: str | Path | None = None,
+    protocol: str = "yona",
+    score_thresh: float | None = None,
+    nms_iou: float | None = None,
+    format: str = "auto",
+) -> dict[str, Any]:
+    """Score a COCO result file (e.g. ``v2idetr predict``'s ``detections.json``) against a dataset.
+
+    AP is computed from the records as given: a file already cut at a score threshold scores a
+    lower AP than the model's full top-k (``v2idetr eval --checkpoint`` uses the top-k).
+    """
+    index = load_index(data, format=format, split="test")
+    return evaluate_predictions(
+        index,
+        read_coco_results(predictions, index),
+        protocol=protocol,
+        score_thresh=score_thresh,
+        nms_iou=nms_iou,
+        out_dir=Path(out_dir) if out_dir else None,
+        name=Path(predictions).stem,
     )
 
 

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "v2idetr.data.commands",  # data convert | stats | validate
     "v2idetr.data.synthetic_command",  # synth
     "v2idetr.engine.commands",  # train | distill | eval
+    "v2idetr.deploy.commands",  # predict | export | bench speed
     "v2idetr.demo",  # demo
 )
 

@@ -23,6 +23,7 @@ from v2idetr.data.commands import format_stats
 from v2idetr.data.load import load_index
 from v2idetr.data.synthetic import generate
 from v2idetr.data.validate import validate
+from v2idetr.deploy.bench import benchmark_speed, format_speed_table
 from v2idetr.engine.evaluator import format_metrics_table
 from v2idetr.errors import DatasetError
 
@@ -68,32 +69,15 @@ def _configs_dir() -> Path:
     raise DatasetError([], header=f"configs not found next to the package ({CONFIGS}); run from a source checkout")
 
 
-def _latency_ms(model: torch.nn.Module, frames: int, size: int, repeats: int) -> float:
-    """Median batch-1 latency on the CPU (after warm-up)."""
-    model.eval()
-    shape = (1, frames, 3, size, size) if frames > 1 else (1, 3, size, size)
-    x = torch.randn(*shape)
-    mask = torch.zeros(1, size, size, dtype=torch.bool)
-    times = []
-    with torch.no_grad():
-        for i in range(repeats + 3):
-            start = time.perf_counter()
-            model(x, mask)
-            if i >= 3:
-                times.append(time.perf_counter() - start)
-    times.sort()
-    return 1000.0 * times[len(times) // 2]
-
-
-def _row(name: str, metrics: dict[str, Any], minutes: float, ms: float, params: int) -> str:
+def _row(name: str, metrics: dict[str, Any], minutes: float, speed: dict[str, Any]) -> str:
     def f(key: str) -> str:
         value = metrics.get(key)
         return "n/a" if value is None else f"{value:.3f}"
 
     return (
         f"| {name} | {f('AP')} | {f('AP50')} | {f('AP75')} | {f('precision')} | {f('recall')} | {f('f1')} | "
-        f"{f('flicker')} | {metrics.get('false_alarms_per_1000', 0):.1f} | {1000.0 / ms:.1f} | "
-        f"{params / 1e6:.2f} M | {minutes:.1f} |"
+        f"{f('flicker')} | {metrics.get('false_alarms_per_1000', 0):.1f} | {speed['fps']:.1f} | "
+        f"{speed['params_m']:.2f} M | {speed['gflops'] or 0:.2f} | {minutes:.1f} |"
     )
 
 
@@ -135,17 +119,20 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
           out / "student", False, not quick)
 
     print("\n[5/5] evaluation on the validation split and speed")
-    size = 64 if quick else 128
     for name in ("baseline", "teacher", "student"):
         ckpt = out / name / "best.ckpt"
         metrics = api.evaluate(ckpt, data.val_json, out_dir=out / name / "eval", device="cpu", progress=False)
-        model, cfg, _ = api.load_model(ckpt)
-        runs[name].update(
-            metrics=metrics,
-            ms=_latency_ms(model, cfg.data.num_frames if name == "teacher" else 1, size, 5 if quick else 30),
-            params=sum(t.numel() for t in model.parameters()),
-        )
+        runs[name]["metrics"] = metrics
         print(f"\n== {name} ==\n{format_metrics_table(metrics, max_videos=0)}")
+    speed = benchmark_speed(
+        configs / "student-tiny.yaml", p.extra, size=64 if quick else 128, device="cpu", batches=(1,),
+        teacher_config_path=str(configs / "teacher-tiny.yaml"), backends=("eager",),
+        checkpoints={name: str(out / name / "best.ckpt") for name in runs}, iters=5 if quick else 30,
+        warmup=2, rounds=1 if quick else 3,
+    )
+    print(format_speed_table(speed))
+    for row in speed["rows"]:
+        runs[row["model"]]["speed"] = row
 
     report = _report(runs, p, time.monotonic() - started, quick)
     path = out / "report.md"
@@ -167,12 +154,12 @@ def _report(runs: dict[str, dict[str, Any]], p: DemoPlan, seconds: float, quick:
         f"CPU speed at batch 1 ({torch.get_num_threads()} threads). Total {seconds / 60:.1f} min"
         + (" (quick smoke run: the numbers mean nothing)." if quick else "."),
         "",
-        "| model | AP | AP50 | AP75 | P | R | F1 | flicker | FA/1000 neg. frames | FPS | params | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | AP | AP50 | AP75 | P | R | F1 | flicker | FA/1000 neg. frames | FPS | params | GFLOPs | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ("baseline", "teacher", "student"):
         r = runs[name]
-        lines.append(_row(name, r["metrics"], r["minutes"], r["ms"], r["params"]))
+        lines.append(_row(name, r["metrics"], r["minutes"], r["speed"]))
     degradations = sorted(runs["baseline"]["metrics"].get("by_degradation", {}))
     if degradations:
         lines += ["", "AP50 by degradation of the key frame:", "",

@@ -1,4 +1,4 @@
-"""`v2idetr train` and `v2idetr eval`."""
+"""`v2idetr train`, `v2idetr distill` and `v2idetr eval`."""
 
 from __future__ import annotations
 
@@ -37,17 +37,27 @@ def _distill(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from v2idetr.engine.evaluator import format_metrics_table
 
-    metrics = api.evaluate(
-        args.checkpoint,
-        args.data,
-        out_dir=args.out,
-        protocol=args.protocol,
-        score_thresh=args.score_thresh,
-        nms_iou=args.nms_iou,
-        device=args.device,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
+    if args.checkpoint:
+        metrics = api.evaluate(
+            args.checkpoint,
+            args.data,
+            out_dir=args.out,
+            protocol=args.protocol,
+            score_thresh=args.score_thresh,
+            nms_iou=args.nms_iou,
+            device=args.device,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    else:
+        metrics = api.evaluate_detections(
+            args.predictions,
+            args.data,
+            out_dir=args.out,
+            protocol=args.protocol or "yona",
+            score_thresh=args.score_thresh,
+            nms_iou=args.nms_iou,
+        )
     print(format_metrics_table(metrics))
     if args.out:
         print(f"wrote {args.out}/metrics.json")
@@ -80,8 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("overrides", nargs="*", metavar="key=value")
     d.set_defaults(func=_distill)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint (COCO AP + image-level P/R/F1)")
-    e.add_argument("--checkpoint", required=True)
+    e = sub.add_parser("eval", help="evaluate a checkpoint or a detections file (COCO AP + image-level P/R/F1)")
+    what = e.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="a model checkpoint: its top-k detections are scored")
+    what.add_argument(
+        "--predictions", help="a COCO result JSON (e.g. from v2idetr predict), scored as given"
+    )
     e.add_argument("--data", required=True, help="COCO-VID JSON or dataset folder")
     e.add_argument("--out", default=None, help="folder for metrics.json and pr_curve.png")
     e.add_argument(

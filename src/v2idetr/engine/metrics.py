@@ -121,23 +121,30 @@ def _as_detections(image_id: int, det: Mapping[str, Any] | None) -> tuple[np.nda
     return boxes, scores, labels
 
 
+def select_detections(
+    boxes: np.ndarray, scores: np.ndarray, score_thresh: float, nms_iou: float | None
+) -> np.ndarray:
+    """Indices of the detections a protocol keeps, by descending score: ``score >= score_thresh``,
+    then class-agnostic NMS (torchvision) when ``nms_iou`` is set. ``boxes [K, 4]`` x1y1x2y2 pixels."""
+    candidates = np.flatnonzero(scores >= score_thresh)
+    candidates = candidates[np.argsort(-scores[candidates], kind="stable")]
+    if nms_iou is not None and len(candidates) > 1:
+        kept = nms(
+            torch.as_tensor(boxes[candidates], dtype=torch.float64),
+            torch.as_tensor(scores[candidates], dtype=torch.float64),
+            float(nms_iou),
+        ).numpy()
+        kept.sort()  # positions in the score-sorted list: ascending = descending score, ties stable
+        candidates = candidates[kept]
+    return candidates
+
+
 def filter_detections(
     boxes: np.ndarray, scores: np.ndarray, score_thresh: float, nms_iou: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keep ``score >= score_thresh``, then class-agnostic NMS (torchvision) when ``nms_iou`` is set.
-
-    ``boxes [K, 4]`` x1y1x2y2 pixels, ``scores [K]``. Returns the kept boxes and scores, sorted by
-    descending score.
-    """
-    keep = scores >= score_thresh
-    boxes, scores = boxes[keep], scores[keep]
-    order = np.argsort(-scores, kind="stable")
-    boxes, scores = boxes[order], scores[order]
-    if nms_iou is not None and len(boxes) > 1:
-        kept = nms(torch.as_tensor(boxes), torch.as_tensor(scores), float(nms_iou)).numpy()
-        kept.sort()  # indices into the score-sorted boxes: ascending = descending score, ties stable
-        boxes, scores = boxes[kept], scores[kept]
-    return boxes, scores
+    """The boxes and scores ``select_detections`` keeps, sorted by descending score."""
+    keep = select_detections(boxes, scores, score_thresh, nms_iou)
+    return boxes[keep], scores[keep]
 
 
 def centres_inside(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Inference and deployment: the ``Detector`` API, streaming prediction, ONNX export, speed benchmark."""

@@ -1,0 +1,147 @@
+"""`v2idetr predict`, `v2idetr export` and `v2idetr bench speed`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _load_runtime(args: argparse.Namespace):  # -> FrameDetector
+    """A ``.onnx`` file runs under ONNX Runtime, anything else is a PyTorch checkpoint."""
+    if Path(args.checkpoint).suffix.lower() == ".onnx":
+        from v2idetr.deploy.export import OnnxDetector
+
+        return OnnxDetector(args.checkpoint, score_thresh=args.score_thresh, nms_iou=args.nms_iou)
+    from v2idetr.deploy.runtime import Detector
+
+    return Detector.from_checkpoint(
+        args.checkpoint, device=args.device, precision=args.precision,
+        score_thresh=args.score_thresh, nms_iou=args.nms_iou,
+    )
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from v2idetr.deploy.predict import predict
+
+    detector = _load_runtime(args)
+    result = predict(
+        detector,
+        args.source,
+        args.out,
+        batch_size=args.batch_size,
+        save_video=args.save_video,
+        save_images=args.save_images,
+        fps=args.fps,
+        progress=not args.no_progress,
+    )
+    print(json.dumps({
+        "detections": str(result.detections_json),
+        "videos": [str(p) for p in result.videos],
+        "images": len(result.images),
+        "frames": result.frames,
+        "num_detections": result.detections,
+        "score_thresh": detector.score_thresh,
+        "fps_end_to_end": round(result.fps, 2),
+    }))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from v2idetr.deploy.export import export_onnx
+
+    result = export_onnx(args.checkpoint, args.out, size=args.size, opset=args.opset)
+    print(json.dumps({
+        "onnx": str(result.path),
+        "size": result.size,
+        "frames_compared": result.frames_compared,
+        "max_abs_diff_scores": result.max_abs_diff_scores,
+        "max_abs_diff_boxes_px": result.max_abs_diff_boxes,
+    }))
+    return 0
+
+
+def _bench_speed(args: argparse.Namespace) -> int:
+    import torch
+
+    from v2idetr.deploy.bench import benchmark_speed, format_speed_table, write_speed_json
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    result = benchmark_speed(
+        args.config,
+        args.overrides,
+        size=args.size,
+        device=args.device,
+        batches=tuple(args.batch),
+        frames=args.frames,
+        teacher_config_path=args.teacher_config,
+        checkpoints={"baseline": args.baseline, "student": args.student, "teacher": args.teacher},
+        backends=tuple(args.backends),
+        iters=args.iters,
+        warmup=args.warmup,
+        rounds=args.rounds,
+    )
+    print(format_speed_table(result))
+    if args.out:
+        print(f"wrote {write_speed_json(result, args.out)}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="detect lesions in an image, an image folder, a video file or a dataset",
+        description="Writes detections.json (COCO results), an annotated mp4 per video and, on request, PNGs.",
+    )
+    p.add_argument("source", help="image, folder of images, video file (mp4/avi/mov/mkv) or dataset (COCO-VID JSON, ...)")
+    p.add_argument("--checkpoint", required=True, help="an image model checkpoint (.ckpt) or an exported .onnx")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (PyTorch checkpoints)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="fp16/bf16 need CUDA")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--score-thresh", type=float, default=None, help="default: the checkpoint's protocol threshold")
+    p.add_argument("--nms-iou", type=float, default=None, help="default: the checkpoint's protocol (1.0 disables)")
+    p.add_argument("--save-video", action=argparse.BooleanOptionalAction, default=None,
+                   help="annotated mp4 per video (default: only for a video file)")
+    p.add_argument("--save-images", action="store_true", help="one annotated PNG per frame")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of written videos (default: the source's, else 25)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_predict)
+
+    e = sub.add_parser(
+        "export",
+        help="export an image model to ONNX (pre/post-processing inside, dynamic batch)",
+        description="Writes the .onnx and prints the largest ONNX Runtime vs PyTorch differences.",
+    )
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--format", default="onnx", choices=("onnx",))
+    e.add_argument("--size", type=int, default=None, help="fixed input size x size (default: data.test_size)")
+    e.add_argument("--out", default=None, help="default: the checkpoint path with .onnx")
+    e.add_argument("--opset", type=int, default=17)
+    e.set_defaults(func=_export)
+
+    b = sub.add_parser("bench", help="benchmarks (speed)")
+    bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    s = bsub.add_parser(
+        "speed",
+        help="baseline vs student vs teacher: FPS, latency, params, GFLOPs, memory",
+        description="Times the three models in one process (interleaved) and prints their cost ratios.",
+    )
+    s.add_argument("--config", required=True, help="the image (student) config, e.g. configs/student-tiny.yaml")
+    s.add_argument("--teacher-config", default=None, help="default: the student config with MSI over --frames")
+    s.add_argument("--frames", type=int, default=3, help="teacher clip length T when no --teacher-config")
+    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
+    s.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"], help="student backends")
+    s.add_argument("--iters", type=int, default=20, help="timed iterations per row")
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--rounds", type=int, default=4, help="interleaved rounds the iterations are split into")
+    s.add_argument("--baseline", default=None, help="optional checkpoints (weights do not change the cost)")
+    s.add_argument("--student", default=None)
+    s.add_argument("--teacher", default=None)
+    s.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    s.add_argument("--out", default=None, help="JSON file for the results")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the student config")
+    s.set_defaults(func=_bench_speed)

@@ -1,0 +1,238 @@
+"""`v2idetr predict`: detections for an image, a folder of images, a video file or a dataset.
+
+Streaming in three stages joined by bounded queues, so memory stays flat however long the video:
+a reader thread decodes frames, the calling thread batches them through the model, a writer thread
+draws and encodes the annotated output. Outputs (all written atomically):
+
+- ``detections.json``: COCO result records (``image_id``, ``category_id``, ``bbox`` x,y,w,h,
+  ``score``) plus ``video`` and ``frame_id``; ``v2idetr eval --predictions`` scores it. For a video
+  file or an image folder, ``image_id`` is the frame's position + 1; for a dataset, its own ids.
+- ``<video>.mp4`` per video (the source's frame rate; always for a video file, with
+  ``save_video`` for other sources) and, with ``save_images``, one annotated PNG per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from v2idetr.atomic import atomic_write, atomic_write_json
+from v2idetr.data.formats.cocovid import ProblemLog, Scan
+from v2idetr.data.formats.media import IMAGE_EXTENSIONS, logged_image_size
+from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
+from v2idetr.data.io import read_frame
+from v2idetr.data.load import load_index
+from v2idetr.deploy.runtime import Detections, FrameDetector
+from v2idetr.deploy.video import VideoWriter, draw_detections
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FPS = 25.0
+_END = object()
+_ABORT = object()  # sent instead of _END when the run failed: partial outputs are dropped
+
+
+@dataclass
+class PredictResult:
+    """What a prediction run wrote and how fast it went (end to end: decode, model, drawing, encode)."""
+
+    out_dir: Path
+    detections_json: Path
+    videos: list[Path] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+    frames: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Item:
+    video: VideoRecord
+    frame: FrameRecord
+    pixels: np.ndarray
+    first: bool  # first frame of its video
+    last: bool  # last frame of its video
+
+
+def open_source(source: str | Path, format: str = "auto") -> DatasetIndex:
+    """Index whatever ``source`` is: one image, or anything ``load_index`` reads (labels are ignored)."""
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        plog = ProblemLog(str(path))
+        size = logged_image_size(path, plog)
+        if size is None:
+            return Scan(None, plog).finish()
+        video = VideoRecord(video_id=1, name=path.stem)
+        video.frames = [FrameRecord(1, 1, 0, path, size[0], size[1], file_name=path.name)]
+        return DatasetIndex(videos=[video], class_names=[], category_ids=[], source=str(path))
+    return load_index(path, format=format)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "video"
+
+
+def _read(index: DatasetIndex, out: queue.Queue, stop: threading.Event) -> None:
+    """Reader thread: decode frames in order into ``out`` (bounded), then ``_END``; errors travel too."""
+    try:
+        for video in index.videos:
+            n = len(video.frames)
+            for i, frame in enumerate(video.frames):
+                if stop.is_set():
+                    return
+                out.put(_Item(video, frame, read_frame(frame), i == 0, i == n - 1))
+    except BaseException as exc:  # handed to the main thread, which raises it
+        out.put(exc)
+        return
+    out.put(_END)
+
+
+class _Writer:
+    """Writer thread: annotated mp4 per video and/or PNG per frame, in frame order."""
+
+    def __init__(self, out_dir: Path, video_fps: Callable[[VideoRecord], float], save_video: bool, save_images: bool):
+        self.out_dir, self.video_fps = out_dir, video_fps
+        self.save_video, self.save_images = save_video, save_images
+        self.inbox: queue.Queue = queue.Queue(maxsize=64)
+        self.videos: list[Path] = []
+        self.images: list[Path] = []
+        self.error: BaseException | None = None
+        self._writer: VideoWriter | None = None
+        self._thread = threading.Thread(target=self._run, name="v2idetr-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (job := self.inbox.get()) is not _END and job is not _ABORT:
+                self._write(*job)
+            if job is _END:
+                return
+        except BaseException as exc:
+            self.error = exc
+            while (job := self.inbox.get()) is not _END and job is not _ABORT:  # drain so the producer never blocks
+                pass
+        if self._writer is not None:
+            self._writer.abort()
+
+    def _write(self, item: _Item, det: Detections) -> None:
+        annotated = draw_detections(item.pixels, det)
+        name = _safe_name(item.video.name)
+        if self.save_video:
+            if item.first:
+                self._writer = VideoWriter(self.out_dir / f"{name}.mp4", self.video_fps(item.video))
+            assert self._writer is not None
+            self._writer.write(annotated)
+            if item.last:
+                self.videos.append(self._writer.close())
+                self._writer = None
+        if self.save_images:
+            stem = Path(item.frame.file_name).stem if item.frame.container_index is None else f"{item.frame.frame_id:06d}"
+            path = self.out_dir / "frames" / name / f"{stem}.png"
+            atomic_write(path, lambda tmp: Image.fromarray(annotated).save(tmp, format="PNG"))
+            self.images.append(path)
+
+    def put(self, item: _Item, det: Detections) -> None:
+        if self.error is not None:
+            raise self.error
+        self.inbox.put((item, det))
+
+    def finish(self, failed: bool = False) -> None:
+        """Wait for the queued frames; after a failure, drop the video being written instead."""
+        self.inbox.put(_ABORT if failed else _END)
+        self._thread.join()
+        if self.error is not None and not failed:
+            raise self.error
+
+
+def _batches(inbox: queue.Queue, batch_size: int) -> Iterator[list[_Item]]:
+    """Group reader items into batches; a batch never waits for frames that are not decoded yet."""
+    batch: list[_Item] = []
+    while True:
+        item = inbox.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item is _END:
+            break
+        batch.append(item)
+        if len(batch) == batch_size or inbox.empty():
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def predict(
+    detector: FrameDetector,
+    source: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 8,
+    save_video: bool | None = None,
+    save_images: bool = False,
+    fps: float | None = None,
+    format: str = "auto",
+    progress: bool = True,
+) -> PredictResult:
+    """Run ``detector`` over ``source`` and write the outputs described in the module docstring.
+
+    ``save_video`` None: an annotated mp4 only when the source is a video file. ``fps`` overrides
+    the frame rate of the written videos (default: the source's, else 25).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    index = open_source(source, format)
+    is_video_file = any(f.container_index is not None for v in index.videos for f in v.frames[:1])
+    if save_video is None:
+        save_video = is_video_file
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def video_fps(video: VideoRecord) -> float:
+        return float(fps or video.extra.get("fps") or DEFAULT_FPS)
+
+    total = sum(len(v.frames) for v in index.videos)
+    inbox: queue.Queue = queue.Queue(maxsize=4 * batch_size)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read, args=(index, inbox, stop), name="v2idetr-reader", daemon=True)
+    writer = _Writer(out, video_fps, save_video, save_images)
+    records: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    reader.start()
+    failed = True
+    try:
+        with tqdm(total=total, desc="predict", unit="frame", disable=not progress, dynamic_ncols=True) as bar:
+            for batch in _batches(inbox, batch_size):
+                dets = detector.predict_frames([item.pixels for item in batch])
+                for item, det in zip(batch, dets, strict=True):
+                    for rec in det.to_coco(item.frame.image_id):
+                        records.append({**rec, "video": item.video.name, "frame_id": item.frame.frame_id})
+                    writer.put(item, det)
+                bar.update(len(batch))
+        failed = False
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                inbox.get_nowait()
+            except queue.Empty:
+                reader.join(timeout=0.1)
+        writer.finish(failed)
+    seconds = time.perf_counter() - start
+    det_path = atomic_write_json(out / "detections.json", records)
+    result = PredictResult(out, det_path, writer.videos, writer.images, total, len(records), seconds)
+    log.info("%d frames in %.1f s (%.1f frames/s end to end), %d detections", total, seconds, result.fps, len(records))
+    return result

@@ -1,0 +1,69 @@
+"""`bench speed`: every model and backend timed, ratios printed, JSON written; compile is correct."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from v2idetr.cli import main
+from v2idetr.config import load_config
+from v2idetr.demo import QUICK_MODEL
+from v2idetr.deploy.bench import _inputs, _runner, benchmark_speed, teacher_config
+from v2idetr.deploy.inference_model import InferenceModel
+from v2idetr.errors import ConfigError
+from v2idetr.models.build import build_model
+from v2idetr.models.teacher import VideoTeacher
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = str(ROOT / "configs" / "student-tiny.yaml")
+
+
+def test_bench_speed_cli_prints_table_ratios_and_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "speed.json"
+    args = ["bench", "speed", "--config", TINY, "--size", "64", "--batch", "1", "2", "--backends", "eager", "onnx",
+            "--iters", "2", "--warmup", "1", "--rounds", "2", "--out", str(out), *QUICK_MODEL]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "student/baseline latency, batch 1:" in printed and "teacher/student latency, batch 2:" in printed
+    result = json.loads(out.read_text())
+    rows = {(r["model"], r["backend"], r["batch"]): r for r in result["rows"]}
+    assert set(rows) == {(m, "eager", b) for m in ("baseline", "student", "teacher") for b in (1, 2)} | {
+        ("student", "onnx", 1), ("student", "onnx", 2)}
+    for row in rows.values():
+        assert row["error"] is None and row["fps"] > 0 and row["latency_ms_p95"] >= row["latency_ms_p50"] > 0
+    student, teacher = rows[("student", "eager", 1)], rows[("teacher", "eager", 1)]
+    assert teacher["frames_in"] == 3 and student["frames_in"] == 1
+    assert teacher["params_m"] > student["params_m"] == rows[("baseline", "eager", 1)]["params_m"]
+    assert teacher["gflops"] > 2 * student["gflops"] > 0  # the backbone runs on 3 frames
+    assert result["ratios"]["student/baseline latency, batch 1"] == pytest.approx(
+        student["latency_ms_p50"] / rows[("baseline", "eager", 1)]["latency_ms_p50"], rel=1e-2)
+
+
+def test_teacher_is_the_student_plus_msi() -> None:
+    student = load_config(TINY, list(QUICK_MODEL))
+    teacher = teacher_config(student, 5, None)
+    assert teacher.model.temporal == "msi" and teacher.data.num_frames == 5
+    assert teacher.model.hidden_dim == student.model.hidden_dim and student.model.temporal == "none"
+    assert isinstance(build_model(teacher, 1), VideoTeacher)
+
+
+def test_compiled_student_gives_eager_outputs() -> None:
+    cfg = load_config(TINY, list(QUICK_MODEL))
+    torch.manual_seed(0)
+    model = InferenceModel(build_model(cfg, 2)).eval()
+    inputs = _inputs(1, 1, 64, torch.device("cpu"))
+    with torch.inference_mode():
+        expected = model(*inputs)
+        got = _runner("compile", model, inputs, 64, Path("."), torch.device("cpu"))()
+    for a, b in zip(expected, got, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_bench_arguments_are_refused() -> None:
+    with pytest.raises(ConfigError, match="backends"):
+        benchmark_speed(TINY, list(QUICK_MODEL), size=64, backends=("onnx",))
+    with pytest.raises(ConfigError, match="teacher-config"):
+        benchmark_speed(str(ROOT / "configs" / "teacher-tiny.yaml"), list(QUICK_MODEL), size=64)
