@@ -22,7 +22,7 @@ from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.coco_results import read_coco_results
 from v2idetr.engine.evaluator import evaluate as evaluate_predictions
 from v2idetr.engine.inference import build_eval_loader, predict_loader
-from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, resolve_device
+from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, resolve_device, seed_everything
 from v2idetr.errors import CheckpointError, ConfigError, DatasetError
 from v2idetr.models.build import build, build_model
 from v2idetr.models.postprocess import PostProcess
@@ -79,6 +79,7 @@ def train(
             f"config key 'model.num_classes' = {cfg.model.num_classes}, but {cfg.data.train} has "
             f"{train_index.num_classes} categories {train_index.class_names}"
         )
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed, not on what ran before
     built = build(cfg, num_classes)
     meta = {
         "kind": "teacher" if cfg.model.temporal != "none" else "detector",
@@ -131,6 +132,7 @@ def distill(
                 f"data.{role} categories {index.category_ids} differ from the teacher's {teacher_meta['category_ids']}"
             ))
     num_classes = int(teacher_meta["num_classes"])
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed, not on what ran before
     built = build(cfg, num_classes)
     student = built.model
     if cfg.distill.init_from_teacher:

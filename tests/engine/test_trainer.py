@@ -137,3 +137,67 @@ def test_schedule_warmup_then_cosine() -> None:
     step = load_config(None, ["train.steps=100", "train.warmup_steps=0", "train.schedule=step",
                               "train.step_milestones=[0.5]"])
     assert lr_factor(49, step) == 1.0 and lr_factor(50, step) == pytest.approx(0.1)
+
+
+def test_sigkill_mid_run_then_resume_ends_like_an_uninterrupted_run(tiny_synth, tmp_path: Path) -> None:
+    """A process killed with SIGKILL (no chance to save) resumes from its last checkpoint and ends
+    with the uninterrupted run's weights, losses and validation metrics."""
+    import signal
+    import subprocess
+    import sys
+
+    overrides = _overrides(tiny_synth, "train.steps=8", "train.eval_every=2", "data.batch_size=2")
+    straight = tmp_path / "straight"
+    api.train(TINY, overrides, straight, progress=False)
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "v2idetr", "train", "--config", TINY, *overrides, "--out", str(killed), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines()] if log.exists() else []
+            if steps and max(steps) >= 5:  # past the step-4 checkpoint, before the end
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert load_checkpoint(killed / "last.ckpt").meta["step"] < 8
+
+    api.train(TINY, overrides, killed, resume=True, progress=False)
+    a, b = load_checkpoint(straight / "last.ckpt"), load_checkpoint(killed / "last.ckpt")
+    assert b.meta["step"] == 8
+    for key in a.model:
+        assert torch.allclose(a.model[key], b.model[key], atol=1e-6), key
+    straight_lines = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    killed_lines = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    for kind, key in (("train", "loss"), ("eval", "AP50")):
+        want = [(r["step"], r[key]) for r in straight_lines if r["type"] == kind]
+        got = [(r["step"], r[key]) for r in killed_lines if r["type"] == kind]
+        assert [s for s, _ in got] == [s for s, _ in want]
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-5, abs=1e-6)
+
+
+def test_frame_that_fails_to_decode_during_training_fails_or_is_skipped(tmp_path: Path, caplog) -> None:
+    """A frame whose header reads (so the dataset loads) but whose pixels are truncated: the run
+    stops naming the file, or with data.skip_invalid=true the clip is skipped and reported."""
+    data = generate(tmp_path / "d", videos=2, frames=4, size=64, seed=5, val_fraction=0.0,
+                    negative_video_fraction=0.0)
+    doc = json.loads(data.train_json.read_text())
+    victim = data.train_json.parent / doc["images"][1]["file_name"]
+    raw = victim.read_bytes()
+    victim.write_bytes(raw[: len(raw) // 2])
+    overrides = [*QUICK_MODEL, "train.threads=1", f"data.train={data.train_json}", "train.steps=3",
+                 "train.eval_every=0", "data.batch_size=8", "model.num_queries=5"]
+    from v2idetr.errors import DatasetError
+
+    with pytest.raises(DatasetError, match=victim.name):
+        api.train(TINY, overrides, tmp_path / "fail", progress=False)
+    with caplog.at_level("WARNING"):
+        result = api.train(TINY, [*overrides, "data.skip_invalid=true"], tmp_path / "skip", progress=False)
+    assert result.step == 3
+    assert any("skipping a clip" in r.message and victim.name in r.message for r in caplog.records)

@@ -102,7 +102,11 @@ class ClipDataset(Dataset):
         all_frame_targets: bool = False,
         key_filter: Callable[[FrameRecord], bool] | None = None,
         seed: int = 0,
+        skip_unreadable: bool = False,
     ):
+        """``skip_unreadable``: a clip whose frames cannot be decoded (corrupt, truncated, missing) is
+        reported with the file and frame and replaced by the next item instead of failing (training
+        with ``data.skip_invalid``); by default the ``DatasetError`` propagates."""
         if mode not in CLIP_MODES:
             raise ConfigError(f"config key 'data.clip_mode' = {mode!r}: expected one of {', '.join(CLIP_MODES)}")
         if num_frames < 1:
@@ -118,6 +122,8 @@ class ClipDataset(Dataset):
         self.transforms = transforms if transforms is not None else Compose([ToTensorNormalize(), ConvertBoxesToCxcywh()])
         self.all_frame_targets = all_frame_targets
         self.seed = seed
+        self.skip_unreadable = skip_unreadable
+        self.skipped: set[int] = set()  # image ids of key frames skipped in this process
         self.epoch = 0
         self._items: list[tuple[int, int]] = [
             (v, p)
@@ -153,6 +159,19 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} outside a dataset of {len(self)} key frames")
+        if not self.skip_unreadable:
+            return self._item(i)
+        for attempt in range(len(self)):
+            j = (i + attempt) % len(self)
+            try:
+                return self._item(j)
+            except DatasetError as exc:
+                v, p = self._items[j]
+                self.skipped.add(self.index.videos[v].frames[p].image_id)
+                log.warning("skipping a clip (data.skip_invalid; %d skipped so far): %s", len(self.skipped), exc)
+        raise DatasetError([], header=f"no readable clip in {self.index.source}: every frame failed to decode")
+
+    def _item(self, i: int) -> dict[str, Any]:
         rng = self._rng(i)
         frames = self.clip_frames(i, rng)
         images = _read_clip(frames)

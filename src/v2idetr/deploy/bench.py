@@ -94,6 +94,8 @@ def _params(model: torch.nn.Module) -> float:
 def _model(name: str, cfg: Config, checkpoint: str | None, num_classes: int) -> torch.nn.Module:
     """The checkpoint's model when given (its own architecture and classes), else ``cfg``'s with random weights."""
     if checkpoint is None:
+        cfg = copy.deepcopy(cfg)
+        cfg.model.backbone_weights = "none"  # random weights cost the same and need no download
         return build_model(cfg, num_classes)
     from v2idetr.api import load_model
 

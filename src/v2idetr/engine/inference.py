@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from v2idetr.config import Config
@@ -23,8 +23,12 @@ def eval_clip_mode(cfg: Config) -> str:
     return "past" if cfg.data.clip_mode == "past" else "adjacent"
 
 
-def build_eval_loader(cfg: Config, index: DatasetIndex, batch_size: int | None = None) -> DataLoader:
-    dataset = ClipDataset(
+def build_eval_loader(
+    cfg: Config, index: DatasetIndex, batch_size: int | None = None, shard: tuple[int, int] = (0, 1)
+) -> DataLoader:
+    """Deterministic clips of every key frame; ``shard = (rank, world_size)`` keeps every
+    ``world_size``-th frame from ``rank`` on (distributed evaluation, predictions gathered after)."""
+    dataset: ClipDataset | Subset = ClipDataset(
         index,
         num_frames=cfg.data.num_frames,
         mode=eval_clip_mode(cfg),
@@ -33,6 +37,9 @@ def build_eval_loader(cfg: Config, index: DatasetIndex, batch_size: int | None =
         transforms=build_eval_transforms(cfg.data),
         seed=cfg.train.seed,
     )
+    rank, world = shard
+    if world > 1:
+        dataset = Subset(dataset, range(rank, len(dataset), world))
     return DataLoader(
         dataset,
         batch_size=batch_size or cfg.data.batch_size,

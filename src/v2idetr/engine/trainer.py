@@ -41,6 +41,17 @@ from v2idetr.engine.checkpoint import (
     save_checkpoint,
     step_checkpoint_path,
 )
+from v2idetr.engine.distributed import (
+    DistContext,
+    all_true,
+    any_true,
+    average_gradients,
+    barrier,
+    broadcast_from_main,
+    gather_to_main,
+    init_from_env,
+    mean_over_processes,
+)
 from v2idetr.engine.evaluator import evaluate
 from v2idetr.engine.inference import build_eval_loader, predict_loader
 from v2idetr.errors import V2IDetrError
@@ -154,8 +165,10 @@ class _StopFlag:
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per line, flushed at once so a crash loses nothing."""
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path | None, resume_step: int | None):
         self.path = path
+        if path is None:
+            return
         if resume_step is not None and path.exists():
             kept = [
                 line
@@ -166,7 +179,14 @@ class MetricsLog:
         elif path.exists():
             path.unlink()
 
+    @classmethod
+    def disabled(cls) -> MetricsLog:
+        """A log that writes nothing (processes other than rank 0)."""
+        return cls(None, None)
+
     def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, default=_json_default) + "\n")
             fh.flush()
@@ -222,6 +242,7 @@ class Trainer:
         self.progress = progress
         self.train_clips = train_clips or (cfg.data.num_frames, cfg.data.clip_mode)
         self.device = resolve_device(cfg.train.device)
+        self.ctx = DistContext()
 
     def _loader(self) -> tuple[DataLoader, ResumableSampler]:
         cfg = self.cfg
@@ -233,12 +254,16 @@ class Trainer:
             stride=cfg.data.stride,
             transforms=build_train_transforms(cfg.data),
             seed=cfg.train.seed,
+            skip_unreadable=cfg.data.skip_invalid,
         )
-        if len(dataset) < cfg.data.batch_size:
+        world = self.ctx.world_size
+        if len(dataset) < cfg.data.batch_size * world:
             raise V2IDetrError(
                 f"training set has {len(dataset)} key frames, fewer than data.batch_size={cfg.data.batch_size}"
+                + (f" x {world} processes" if world > 1 else "")
             )
-        sampler = ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed)
+        sampler = ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed, rank=self.ctx.rank,
+                                   world_size=world)
         loader = DataLoader(
             dataset,
             batch_size=cfg.data.batch_size,
@@ -260,12 +285,20 @@ class Trainer:
         return nn.ModuleDict({"model": self.model, "extra": self.extra_modules})
 
     def validate(self, model: nn.Module, step: int) -> dict[str, Any]:
-        """Validation metrics (the validation split, never the test split, chooses best.ckpt)."""
+        """Validation metrics (the validation split, never the test split, chooses best.ckpt).
+
+        With several processes each predicts its shard of the frames and rank 0 evaluates them all
+        (the others get ``{}``)."""
         assert self.val_index is not None
-        loader = build_eval_loader(self.cfg, self.val_index)
+        ctx = self.ctx
+        loader = build_eval_loader(self.cfg, self.val_index, shard=(ctx.rank, ctx.world_size))
         preds = predict_loader(
-            model, self.postprocess, loader, self.device, progress=self.progress, desc="val"
+            model, self.postprocess, loader, self.device, progress=self.progress and ctx.is_main, desc="val"
         )
+        shards = gather_to_main(preds, ctx)
+        if shards is None:
+            return {}
+        preds = {k: v for shard in shards for k, v in shard.items()}
         out = self.out_dir / "val" / f"step-{step:08d}"
         return evaluate(
             self.val_index,
@@ -312,6 +345,10 @@ class Trainer:
             state.metrics = self.validate(
                 state.ema.module if state.ema is not None else self.model, state.step
             )
+        if not self.ctx.is_main:
+            barrier(self.ctx)  # rank 0 writes the checkpoints; the others wait for it
+            return
+        if self.val_index is not None:
             metrics_log.write(
                 {"type": "eval", "step": state.step, "epoch": state.epoch, **_summary(state.metrics)}
             )
@@ -325,6 +362,7 @@ class Trainer:
         self._save(step_checkpoint_path(self.out_dir, state.step), state, full=True)
         prune_step_checkpoints(self.out_dir, self.cfg.train.keep_last)
         self._save(self.out_dir / "last.ckpt", state, full=True)
+        barrier(self.ctx)
 
     def _resume(self, state: TrainState) -> int | None:
         """Restore everything from the newest usable checkpoint; the step resumed from, or None."""
@@ -354,9 +392,15 @@ class Trainer:
         return state.step
 
     def fit(self, resume: bool = False) -> TrainResult:
+        """Train to ``train.steps`` (or a stop); with ``torchrun``, as one of several processes
+        (``engine.distributed``): only rank 0 logs and writes."""
         cfg = self.cfg
+        self.ctx = ctx = init_from_env(self.device.type)
+        if ctx.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", ctx.local_rank)
+        main = ctx.is_main
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(cfg.train.seed)
+        seed_everything(cfg.train.seed + ctx.rank)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         self.model.to(self.device)
@@ -373,8 +417,9 @@ class Trainer:
             best={"metric": cfg.train.best_metric, "value": None, "step": None},
         )
         resume_step = self._resume(state) if resume else None
-        metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step)
-        if resume_step is None:
+        broadcast_from_main(trainable, ctx)
+        metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step) if main else MetricsLog.disabled()
+        if resume_step is None and main:
             atomic_write_text(self.out_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2))
 
         loader, sampler = self._loader()
@@ -394,7 +439,7 @@ class Trainer:
             total=cfg.train.steps,
             initial=state.step,
             desc="train",
-            disable=not self.progress,
+            disable=not (self.progress and main),
             dynamic_ncols=True,
         )
         with _StopFlag() as stop:
@@ -402,13 +447,9 @@ class Trainer:
                 state.epoch, state.position, batch = next(batches)
                 if state.epoch != epoch_seen:
                     if epoch_n:
+                        epoch_loss = mean_over_processes({"loss": epoch_sum / epoch_n}, ctx, self.device)
                         metrics_log.write(
-                            {
-                                "type": "epoch",
-                                "epoch": epoch_seen,
-                                "step": state.step,
-                                "loss": epoch_sum / epoch_n,
-                            }
+                            {"type": "epoch", "epoch": epoch_seen, "step": state.step, **epoch_loss}
                         )
                     epoch_sum, epoch_n, epoch_seen = 0.0, 0, state.epoch
                 batch = batch.to(self.device, non_blocking=True)
@@ -417,8 +458,9 @@ class Trainer:
                 loss = losses["loss"]
                 optimizer.zero_grad(set_to_none=True)
                 grad_norm = None
-                if torch.isfinite(loss):
+                if all_true(bool(torch.isfinite(loss)), ctx, self.device):
                     scaler.scale(loss).backward()
+                    average_gradients(params, ctx)
                     scaler.unscale_(optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad or float("inf"))
                 if grad_norm is None or not torch.isfinite(grad_norm):
@@ -455,13 +497,14 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", ep=state.epoch)
                 if state.step % cfg.train.log_every == 0 or state.step == cfg.train.steps:
+                    means = mean_over_processes({k: v / window_n for k, v in window.items()}, ctx, self.device)
                     metrics_log.write(
                         {
                             "type": "train",
                             "step": state.step,
                             "epoch": state.epoch,
                             "lr": optimizer.param_groups[-1]["lr"],
-                            **{k: v / window_n for k, v in window.items()},
+                            **means,
                             "grad_norm": float(grad_norm),
                             "skipped_steps": bad_total,
                             "elapsed_s": time.monotonic() - started,
@@ -474,6 +517,8 @@ class Trainer:
                 ):
                     stop_reason = f"time limit of {cfg.train.time_limit_min} min"
                 stop_reason = stop.requested or stop_reason
+                if any_true(stop_reason is not None, ctx, self.device) and stop_reason is None:
+                    stop_reason = "stop requested by another process"
                 periodic = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
                 if periodic or state.step == cfg.train.steps or stop_reason:
                     self._checkpoint(state, metrics_log)

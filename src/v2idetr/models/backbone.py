@@ -87,7 +87,13 @@ def build_resnet(name: str, weights: str, frozen_bn: bool) -> nn.Module:
     norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     if weights == "imagenet":
         enum = getattr(torchvision.models, enum_name).IMAGENET1K_V1
-        return factory(weights=enum, norm_layer=norm_layer)
+        try:
+            return factory(weights=enum, norm_layer=norm_layer)
+        except OSError as exc:  # urllib's URLError included: no connection, proxy, DNS
+            raise ConfigError(
+                f"model.backbone_weights = 'imagenet': torchvision could not download the {name} weights "
+                f"({exc}). Offline, give a local file (model.backbone_weights=/path/{name}.pth) or 'none'"
+            ) from exc
     net = factory(weights=None, norm_layer=norm_layer)
     if weights != "none":
         state = _load_state_dict(weights)
