@@ -19,7 +19,8 @@ COMMAND_MODULES = (
     "v2idetr.data.commands",  # data convert | stats | validate
     "v2idetr.data.synthetic_command",  # synth
     "v2idetr.engine.commands",  # train | distill | eval
-    "v2idetr.deploy.commands",  # predict | export | bench speed
+    "v2idetr.deploy.commands",  # predict | export
+    "v2idetr.bench.commands",  # bench speed | accuracy
     "v2idetr.demo",  # demo
 )
 

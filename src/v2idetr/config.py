@@ -236,3 +236,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 def config_to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def shipped_configs() -> Path:
+    """The ``configs/`` folder of the source checkout (the demo and the benchmarks start from it)."""
+    folder = Path(__file__).resolve().parents[2] / "configs"
+    if not (folder / "student-tiny.yaml").is_file():
+        raise ConfigError(f"configs not found next to the package ({folder}); run from a source checkout")
+    return folder

@@ -19,17 +19,17 @@ import torch
 
 from v2idetr import api
 from v2idetr.atomic import atomic_write_text
+from v2idetr.bench.speed import benchmark_speed, format_speed_table
+from v2idetr.config import shipped_configs
 from v2idetr.data.commands import format_stats
 from v2idetr.data.load import load_index
 from v2idetr.data.synthetic import generate
 from v2idetr.data.validate import validate
-from v2idetr.deploy.bench import benchmark_speed, format_speed_table
 from v2idetr.engine.evaluator import format_metrics_table
 from v2idetr.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 # --quick: a smoke run of every stage (the test suite runs it); not meant to learn anything.
 QUICK_MODEL = [
@@ -63,12 +63,6 @@ def plan(quick: bool, steps: int | None) -> DemoPlan:
     return DemoPlan(videos=40, frames=48, size=128, steps=steps or 250, extra=[])
 
 
-def _configs_dir() -> Path:
-    if (CONFIGS / "student-tiny.yaml").is_file():
-        return CONFIGS
-    raise DatasetError([], header=f"configs not found next to the package ({CONFIGS}); run from a source checkout")
-
-
 def _row(name: str, metrics: dict[str, Any], minutes: float, speed: dict[str, Any]) -> str:
     def f(key: str) -> str:
         value = metrics.get(key)
@@ -84,7 +78,7 @@ def _row(name: str, metrics: dict[str, Any], minutes: float, speed: dict[str, An
 def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int = 0) -> Path:
     """Run every stage and return the path of ``report.md``."""
     p = plan(quick, steps)
-    configs = _configs_dir()
+    configs = shipped_configs()
     started = time.monotonic()
     print(f"v2idetr demo: {'quick smoke run' if quick else 'full run'}, {p.steps} training steps per model; "
           f"target budget: {'2' if quick else '20'} minutes on a 2-core CPU. Output: {out}")

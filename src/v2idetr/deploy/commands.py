@@ -1,4 +1,4 @@
-"""`v2idetr predict`, `v2idetr export` and `v2idetr bench speed`."""
+"""`v2idetr predict` and `v2idetr export`."""
 
 from __future__ import annotations
 
@@ -61,33 +61,6 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_speed(args: argparse.Namespace) -> int:
-    import torch
-
-    from v2idetr.deploy.bench import benchmark_speed, format_speed_table, write_speed_json
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    result = benchmark_speed(
-        args.config,
-        args.overrides,
-        size=args.size,
-        device=args.device,
-        batches=tuple(args.batch),
-        frames=args.frames,
-        teacher_config_path=args.teacher_config,
-        checkpoints={"baseline": args.baseline, "student": args.student, "teacher": args.teacher},
-        backends=tuple(args.backends),
-        iters=args.iters,
-        warmup=args.warmup,
-        rounds=args.rounds,
-    )
-    print(format_speed_table(result))
-    if args.out:
-        print(f"wrote {write_speed_json(result, args.out)}")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
@@ -120,28 +93,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", default=None, help="default: the checkpoint path with .onnx")
     e.add_argument("--opset", type=int, default=17)
     e.set_defaults(func=_export)
-
-    b = sub.add_parser("bench", help="benchmarks (speed)")
-    bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    s = bsub.add_parser(
-        "speed",
-        help="baseline vs student vs teacher: FPS, latency, params, GFLOPs, memory",
-        description="Times the three models in one process (interleaved) and prints their cost ratios.",
-    )
-    s.add_argument("--config", required=True, help="the image (student) config, e.g. configs/student-tiny.yaml")
-    s.add_argument("--teacher-config", default=None, help="default: the student config with MSI over --frames")
-    s.add_argument("--frames", type=int, default=3, help="teacher clip length T when no --teacher-config")
-    s.add_argument("--size", type=int, default=512)
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
-    s.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"], help="student backends")
-    s.add_argument("--iters", type=int, default=20, help="timed iterations per row")
-    s.add_argument("--warmup", type=int, default=3)
-    s.add_argument("--rounds", type=int, default=4, help="interleaved rounds the iterations are split into")
-    s.add_argument("--baseline", default=None, help="optional checkpoints (weights do not change the cost)")
-    s.add_argument("--student", default=None)
-    s.add_argument("--teacher", default=None)
-    s.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    s.add_argument("--out", default=None, help="JSON file for the results")
-    s.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the student config")
-    s.set_defaults(func=_bench_speed)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from v2idetr.bench.speed import _inputs, _runner, benchmark_speed, teacher_config
 from v2idetr.cli import main
 from v2idetr.config import load_config
 from v2idetr.demo import QUICK_MODEL
-from v2idetr.deploy.bench import _inputs, _runner, benchmark_speed, teacher_config
 from v2idetr.deploy.inference_model import InferenceModel
 from v2idetr.errors import ConfigError
 from v2idetr.models.build import build_model

@@ -1,0 +1,1 @@
+"""Benchmarks: `v2idetr bench speed` (cost of baseline, student, teacher) and `bench accuracy` (the paper's tables)."""

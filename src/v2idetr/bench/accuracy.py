@@ -1,0 +1,220 @@
+"""`v2idetr bench accuracy`: the paper's comparison and ablation tables, over several seeds.
+
+Every row is one training recipe (image baseline; teacher with MSI or plain frame averaging;
+students distilled with TFD, CQD or both, Gaussian or binary masks, random or fixed cross-view
+sampling), run with the same schedule and seeds as every other row. Checkpoints are chosen on the
+validation split and every number is measured on the **test** split (a synthetic preset gets a
+test set generated from other seeds, so no video is shared). Finished row/seed runs are kept and
+never re-run; an interrupted one resumes from its last checkpoint. ``results.json`` and
+``results.md`` are rewritten after every run, so partial tables are visible while it works.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from v2idetr import api
+from v2idetr.atomic import atomic_write_json, atomic_write_text
+from v2idetr.config import shipped_configs
+from v2idetr.data.synthetic import generate
+from v2idetr.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SIZES = {"tiny": ("student-tiny.yaml", "teacher-tiny.yaml"), "r50": ("student-r50.yaml", "teacher-r50.yaml")}
+DEGRADED = "degraded (all but none)"
+METRICS = ("AP", "AP50", "AP75", "f1", "AP50_degraded")
+
+
+@dataclass(frozen=True)
+class Row:
+    """``kind``: ``train`` (from its own config) or ``distill`` (from the same seed's ``teacher``)."""
+
+    name: str
+    kind: str
+    config: str  # "student" | "teacher"
+    overrides: tuple[str, ...]
+    description: str
+
+
+ROWS: dict[str, Row] = {
+    r.name: r
+    for r in (
+        Row("baseline", "train", "student", (), "image detector, detection loss only"),
+        Row("teacher", "train", "teacher", (), "video teacher, MSI"),
+        Row("teacher-mean", "train", "teacher", ("model.temporal=mean",), "video teacher, frame averaging (no MSI)"),
+        Row("student-tfd", "distill", "student", ("distill.tfd=1.0", "distill.cqd=0.0"), "student, TFD only"),
+        Row("student-cqd", "distill", "student", ("distill.tfd=0.0", "distill.cqd=1.0"), "student, CQD only"),
+        Row("student", "distill", "student", ("distill.tfd=1.0", "distill.cqd=1.0"), "student, TFD + CQD"),
+        Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
+        Row("student-fixed-sampling", "distill", "student", ("distill.cqd_sampling=fixed",),
+            "student, fixed cross-view sampling"),
+    )
+}
+
+
+@dataclass
+class Splits:
+    train: Path
+    val: Path
+    test: Path
+    test_is_val: bool = False
+
+
+def synthetic_splits(out: Path, preset: str, videos: int, frames: int, size: int, seed: int = 0) -> Splits:
+    """Train/val from one generator seed, test from another (different videos), reused if present."""
+    data, test = out / "data", out / "data-test"
+    if not (data / "val.json").is_file():
+        generate(data, preset=preset, videos=videos, frames=frames, size=size, seed=seed, overwrite=True,
+                 progress=False)
+    if not (test / "train.json").is_file():
+        generate(test, preset=preset, videos=max(4, videos // 4), frames=frames, size=size, seed=seed + 1000,
+                 val_fraction=0.0, overwrite=True, progress=False)
+    return Splits(data / "train.json", data / "val.json", test / "train.json")
+
+
+def _run_dir(out: Path, row: str, seed: int) -> Path:
+    return out / "runs" / row / f"seed-{seed}"
+
+
+def _row_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    degraded = metrics.get("by_degradation", {}).get(DEGRADED, {})
+    return {
+        "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"], "f1": metrics["f1"],
+        "AP50_degraded": degraded.get("AP50"),
+    }
+
+
+def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, steps: int, extra: Sequence[str],
+             progress: bool) -> dict[str, Any]:
+    """Train (or resume) one row for one seed and evaluate its best checkpoint on the test split."""
+    run = _run_dir(out, row.name, seed)
+    result_file = run / "test-metrics.json"
+    if result_file.is_file():
+        log.info("%s seed %d: done before, not re-run", row.name, seed)
+        return json.loads(result_file.read_text())
+    student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
+    overrides = [f"data.train={splits.train}", f"data.val={splits.val}", f"train.steps={steps}",
+                 f"train.seed={seed}", *extra, *row.overrides]
+    resume = (run / "last.ckpt").is_file()
+    started = time.monotonic()
+    if row.kind == "train":
+        api.train(teacher_cfg if row.config == "teacher" else student_cfg, overrides, run, resume=resume,
+                  progress=progress)
+    else:
+        teacher = _run_dir(out, "teacher", seed) / "best.ckpt"
+        if not teacher.is_file():
+            _run_one(ROWS["teacher"], seed, out, splits, size, steps, extra, progress)
+        api.distill(teacher, student_cfg, overrides, run, resume=resume, progress=progress)
+    minutes = (time.monotonic() - started) / 60.0
+    metrics = api.evaluate(run / "best.ckpt", splits.test, out_dir=run / "test", progress=False)
+    record = {"row": row.name, "seed": seed, "minutes": minutes, "resumed": resume, **_row_metrics(metrics),
+              "protocol": metrics["protocol"]}
+    atomic_write_json(result_file, record, indent=2)
+    return record
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return None, None
+    return float(np.mean(kept)), float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0
+
+
+def summarise(records: list[dict[str, Any]], rows: Sequence[str]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds per row; the share of the baseline-to-teacher AP50 gap
+    each student closes (per seed, then averaged)."""
+    table: dict[str, Any] = {}
+    for name in rows:
+        mine = [r for r in records if r["row"] == name]
+        if not mine:
+            continue
+        table[name] = {"seeds": sorted(r["seed"] for r in mine),
+                       "minutes": float(np.mean([r["minutes"] for r in mine]))}
+        for key in METRICS:
+            table[name][key] = dict(zip(("mean", "std"), _mean_std([r[key] for r in mine]), strict=True))
+    by_seed = {(r["row"], r["seed"]): r for r in records}
+    for name, entry in table.items():
+        gaps = []
+        for seed in entry["seeds"]:
+            base, teach, me = (by_seed.get((n, seed)) for n in ("baseline", "teacher", name))
+            if base and teach and me and teach["AP50"] != base["AP50"]:
+                gaps.append((me["AP50"] - base["AP50"]) / (teach["AP50"] - base["AP50"]))
+        entry["gap_closed_AP50"] = dict(zip(("mean", "std"), _mean_std(gaps), strict=True)) if gaps else None
+    return table
+
+
+def format_table(table: dict[str, Any], header: str) -> str:
+    def cell(entry: dict[str, Any] | None) -> str:
+        if not entry or entry["mean"] is None:
+            return "n/a"
+        return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+
+    lines = [header, "",
+             "| row | what | seeds | AP | AP50 | AP75 | F1 | AP50 degraded | gap closed (AP50) | train min |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, e in table.items():
+        lines.append(
+            f"| {name} | {ROWS[name].description} | {len(e['seeds'])} | {cell(e['AP'])} | {cell(e['AP50'])} | "
+            f"{cell(e['AP75'])} | {cell(e['f1'])} | {cell(e['AP50_degraded'])} | {cell(e['gap_closed_AP50'])} | "
+            f"{e['minutes']:.1f} |"
+        )
+    lines += ["", "Gap closed = (row AP50 - baseline AP50) / (teacher AP50 - baseline AP50), per seed, then "
+              "mean ± standard deviation over seeds."]
+    return "\n".join(lines) + "\n"
+
+
+def benchmark_accuracy(
+    out: str | Path,
+    rows: Sequence[str] = tuple(ROWS),
+    seeds: Sequence[int] = (0, 1, 2),
+    steps: int = 800,
+    size: str = "tiny",
+    preset: str | None = "ultrasound",
+    data: tuple[str, str, str | None] | None = None,
+    synth: tuple[int, int, int] = (40, 48, 128),
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every (row, seed) not done yet and write ``results.json`` / ``results.md`` under ``out``.
+
+    ``data = (train, val, test)`` uses your own COCO-VID files (without a test file the validation
+    split is reported, and the table says so); otherwise ``preset`` generates ``synth = (videos,
+    frames, size)`` synthetic data.
+    """
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown or not rows:
+        raise ConfigError(f"--rows: unknown {unknown}; expected any of {', '.join(ROWS)}")
+    if size not in SIZES:
+        raise ConfigError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
+    if steps < 1 or not seeds:
+        raise ConfigError("--steps must be >= 1 and at least one seed given")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        train, val, test = data
+        splits = Splits(Path(train), Path(val), Path(test or val), test_is_val=test is None)
+        source = f"{train} (checkpoints chosen on {val})"
+    else:
+        splits = synthetic_splits(out, preset or "ultrasound", *synth)
+        source = f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px"
+    split_name = "validation split (no test split given)" if splits.test_is_val else "test split"
+    header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs, {steps} steps per row; numbers on the "
+              f"{split_name}; image-level protocol yona.")
+    records: list[dict[str, Any]] = []
+    for seed in seeds:
+        for name in rows:
+            print(f"== {name} (seed {seed}) ==", flush=True)
+            records.append(_run_one(ROWS[name], seed, out, splits, size, steps, list(overrides), progress))
+            table = summarise(records, rows)
+            atomic_write_json(out / "results.json", {"header": header, "rows": table, "runs": records}, indent=2)
+            atomic_write_text(out / "results.md", format_table(table, header))
+    return {"header": header, "rows": summarise(records, rows), "runs": records}

@@ -1,0 +1,111 @@
+"""`v2idetr bench speed` and `v2idetr bench accuracy`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _bench_speed(args: argparse.Namespace) -> int:
+    import torch
+
+    from v2idetr.bench.speed import benchmark_speed, format_speed_table, write_speed_json
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    result = benchmark_speed(
+        args.config,
+        args.overrides,
+        size=args.size,
+        device=args.device,
+        batches=tuple(args.batch),
+        frames=args.frames,
+        teacher_config_path=args.teacher_config,
+        checkpoints={"baseline": args.baseline, "student": args.student, "teacher": args.teacher},
+        backends=tuple(args.backends),
+        iters=args.iters,
+        warmup=args.warmup,
+        rounds=args.rounds,
+    )
+    print(format_speed_table(result))
+    if args.out:
+        print(f"wrote {write_speed_json(result, args.out)}")
+    return 0
+
+
+def _bench_accuracy(args: argparse.Namespace) -> int:
+    from v2idetr.bench.accuracy import ROWS, benchmark_accuracy, format_table
+
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    data = None
+    if args.train or args.val:
+        if not (args.train and args.val):
+            raise SystemExit("v2idetr bench accuracy: give both --train and --val (and optionally --test)")
+        data = (args.train, args.val, args.test)
+    result = benchmark_accuracy(
+        args.out,
+        rows=args.rows or tuple(ROWS),
+        seeds=args.seeds,
+        steps=args.steps,
+        size=args.size,
+        preset=args.preset,
+        data=data,
+        synth=(args.videos, args.frames, args.frame_size),
+        overrides=args.overrides,
+        progress=not args.no_progress,
+    )
+    print(format_table(result["rows"], result["header"]))
+    print(f"wrote {args.out}/results.md and results.json")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="benchmarks: speed (cost) and accuracy (the paper's tables)")
+    bsub = b.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    s = bsub.add_parser(
+        "speed",
+        help="baseline vs student vs teacher: FPS, latency, params, GFLOPs, memory",
+        description="Times the three models in one process (interleaved) and prints their cost ratios.",
+    )
+    s.add_argument("--config", required=True, help="the image (student) config, e.g. configs/student-tiny.yaml")
+    s.add_argument("--teacher-config", default=None, help="default: the student config with MSI over --frames")
+    s.add_argument("--frames", type=int, default=3, help="teacher clip length T when no --teacher-config")
+    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
+    s.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"], help="student backends")
+    s.add_argument("--iters", type=int, default=20, help="timed iterations per row")
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--rounds", type=int, default=4, help="interleaved rounds the iterations are split into")
+    s.add_argument("--baseline", default=None, help="optional checkpoints (weights do not change the cost)")
+    s.add_argument("--student", default=None)
+    s.add_argument("--teacher", default=None)
+    s.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    s.add_argument("--out", default=None, help="JSON file for the results")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the student config")
+    s.set_defaults(func=_bench_speed)
+
+    a = bsub.add_parser(
+        "accuracy",
+        help="baseline, teachers and student ablations over seeds (resumable)",
+        description="The paper's comparison and ablation rows with one schedule and several seeds; "
+        "checkpoints chosen on val, numbers on test. Finished runs are kept and not re-run.",
+    )
+    a.add_argument("--out", required=True, help="benchmark folder (runs/, results.json, results.md)")
+    a.add_argument("--rows", nargs="+", default=None, help="subset of rows (default: all)")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    a.add_argument("--steps", type=int, default=800, help="training steps of every row")
+    a.add_argument("--size", default="tiny", choices=("tiny", "r50"), help="tiny (CPU, minutes) or r50 (GPU)")
+    a.add_argument("--preset", default="ultrasound", choices=("ultrasound", "colonoscopy"))
+    a.add_argument("--videos", type=int, default=40, help="synthetic train+val videos")
+    a.add_argument("--frames", type=int, default=48, help="frames per synthetic video")
+    a.add_argument("--frame-size", type=int, default=128, help="synthetic frame size in pixels")
+    a.add_argument("--train", default=None, help="your own COCO-VID train JSON (instead of a preset)")
+    a.add_argument("--val", default=None, help="validation JSON: chooses the checkpoints")
+    a.add_argument("--test", default=None, help="test JSON: the reported numbers (default: val, labelled so)")
+    a.add_argument("--threads", type=int, default=0)
+    a.add_argument("--no-progress", action="store_true")
+    a.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every row")
+    a.set_defaults(func=_bench_accuracy)

@@ -1,0 +1,55 @@
+"""`bench accuracy`: every row trained with one schedule, numbers on test, resumable, tables written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from v2idetr.bench.accuracy import benchmark_accuracy, summarise
+from v2idetr.cli import main
+from v2idetr.demo import QUICK_MODEL
+from v2idetr.errors import ConfigError
+
+QUICK = [*QUICK_MODEL, "train.threads=1", "model.msi_points=2", "train.eval_every=0"]
+
+
+def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "acc"
+    args = ["bench", "accuracy", "--out", str(out), "--rows", "baseline", "student", "--seeds", "0", "--steps",
+            "2", "--videos", "4", "--frames", "6", "--frame-size", "64", "--no-progress", *QUICK]
+    assert main(args) == 0
+    table = (out / "results.md").read_text()
+    assert "| baseline |" in table and "| student |" in table and "test split" in table
+    result = json.loads((out / "results.json").read_text())
+    assert {r["row"] for r in result["runs"]} == {"baseline", "student"}
+    # the student needs the same seed's teacher: it was trained (and kept) on the way
+    assert (out / "runs" / "teacher" / "seed-0" / "best.ckpt").is_file()
+    first = (out / "runs" / "baseline" / "seed-0" / "test-metrics.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*args[:5], "baseline", "student", "student-cqd", *args[7:]]) == 0
+    assert (out / "runs" / "baseline" / "seed-0" / "test-metrics.json").stat().st_mtime_ns == first
+    assert (out / "runs" / "student-cqd" / "seed-0" / "test-metrics.json").is_file()
+    cqd = json.loads((out / "runs" / "student-cqd" / "seed-0" / "best.ckpt").with_name("config.json").read_text())
+    assert cqd["distill"]["tfd"] == 0.0 and cqd["distill"]["cqd"] == 1.0 and cqd["train"]["steps"] == 2
+
+
+def test_summary_means_stds_and_gap_closed() -> None:
+    def rec(row: str, seed: int, ap50: float) -> dict:
+        return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,
+                "AP50_degraded": None}
+
+    records = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.8), rec("student", 0, 0.7),
+               rec("baseline", 1, 0.5), rec("teacher", 1, 0.9), rec("student", 1, 0.8)]
+    table = summarise(records, ["baseline", "teacher", "student"])
+    assert table["student"]["AP50"]["mean"] == pytest.approx(0.75)
+    assert table["student"]["AP50"]["std"] == pytest.approx(0.0707107, rel=1e-4)  # sample std over seeds
+    assert table["student"]["gap_closed_AP50"]["mean"] == pytest.approx((0.5 + 0.75) / 2)
+    assert table["teacher"]["gap_closed_AP50"]["mean"] == pytest.approx(1.0)
+    assert table["baseline"]["AP50_degraded"] == {"mean": None, "std": None}
+
+
+def test_unknown_rows_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="student-xyz"):
+        benchmark_accuracy(tmp_path, rows=["student-xyz"])
