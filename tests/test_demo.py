@@ -13,6 +13,10 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
     report = (out / "report.md").read_text()
     for name in ("| baseline |", "| teacher |", "| student |", "yona", "AP50 by degradation"):
         assert name in report
+    for name in ("report.html", "training_curves.png", "pr_curves.png"):
+        assert (out / name).is_file(), name
+    assert "<table>" in (out / "report.html").read_text()
+    assert len(list((out / "video").glob("*.mp4"))) == 1
     for name in ("baseline", "teacher", "student"):
         assert (out / name / "best.ckpt").is_file()
         assert (out / name / "eval" / "metrics.json").is_file()

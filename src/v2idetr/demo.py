@@ -22,11 +22,14 @@ from v2idetr.atomic import atomic_write_text
 from v2idetr.bench.speed import benchmark_speed, format_speed_table
 from v2idetr.config import shipped_configs
 from v2idetr.data.commands import format_stats
+from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
 from v2idetr.data.synthetic import generate
 from v2idetr.data.validate import validate
-from v2idetr.engine.evaluator import format_metrics_table
+from v2idetr.deploy.runtime import Detector
+from v2idetr.engine.evaluator import DEGRADED, format_metrics_table, plot_pr_curves
 from v2idetr.errors import DatasetError
+from v2idetr.report import annotated_video, disagreement_sheet, plot_training_curves, write_html
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +131,12 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
     for row in speed["rows"]:
         runs[row["model"]]["speed"] = row
 
-    report = _report(runs, p, time.monotonic() - started, quick)
+    print("\nreport: curves, disagreements between baseline and student, annotated video")
+    figures = _figures(out, runs, load_index(data.val_json))
+    report = _report(runs, p, time.monotonic() - started, quick, figures)
     path = out / "report.md"
     atomic_write_text(path, report)
+    write_html(report, out / "report.html", "v2idetr demo report")
     atomic_write_text(out / "report.json", json.dumps(
         {k: {**v, "metrics": {m: x for m, x in v["metrics"].items() if not isinstance(x, (dict, list))}}
          for k, v in runs.items()}, indent=2, default=str))
@@ -138,7 +144,39 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
     return path
 
 
-def _report(runs: dict[str, dict[str, Any]], p: DemoPlan, seconds: float, quick: bool) -> str:
+def _figures(out: Path, runs: dict[str, dict[str, Any]], val: DatasetIndex) -> dict[str, Any]:
+    """The report's pictures and video, as paths relative to ``out``."""
+    names = ("baseline", "teacher", "student")
+    plot_training_curves({n: out / n for n in names}, out / "training_curves.png")
+    curves = {n: (c["recall"], c["precision"]) for n in names if (c := runs[n]["metrics"].get("pr_curve"))}
+    plot_pr_curves(curves, out / "pr_curves.png", ap50={n: runs[n]["metrics"]["AP50"] for n in names})
+    detectors = {n: Detector.from_checkpoint(out / n / "best.ckpt", device="cpu") for n in ("baseline", "student")}
+    sheet, disagreements = disagreement_sheet(val, detectors, out / "disagreements.png")
+    video = annotated_video(detectors["student"], val, out / "video")
+    return {
+        "curves": "training_curves.png",
+        "pr": "pr_curves.png",
+        "sheet": None if sheet is None else sheet.name,
+        "disagreements": disagreements,
+        "video": str(video.relative_to(out)),
+    }
+
+
+def _gap_closed(runs: dict[str, dict[str, Any]], split: str | None) -> float | None:
+    """Share of the baseline-to-teacher AP50 gap the student closes (on a degradation split or overall)."""
+    def ap50(name: str) -> float | None:
+        m = runs[name]["metrics"]
+        return (m["by_degradation"].get(split, {}) if split else m).get("AP50")
+
+    base, teacher, student = ap50("baseline"), ap50("teacher"), ap50("student")
+    if None in (base, teacher, student) or teacher <= base:
+        return None
+    return (student - base) / (teacher - base)
+
+
+def _report(
+    runs: dict[str, dict[str, Any]], p: DemoPlan, seconds: float, quick: bool, figures: dict[str, Any]
+) -> str:
     protocol = runs["baseline"]["metrics"]["protocol"]
     lines = [
         "# v2idetr demo report",
@@ -164,6 +202,20 @@ def _report(runs: dict[str, dict[str, Any]], p: DemoPlan, seconds: float, quick:
                 "n/a" if split[d].get("AP50") is None else f"{split[d]['AP50']:.3f}" for d in degradations
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for label, split in (("all frames", None), ("degraded frames", DEGRADED)):
+        gap = _gap_closed(runs, split)
+        lines += ["", f"Share of the baseline-to-teacher AP50 gap the student closes on {label}: "
+                  + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")]
+    lines += ["", "## Training curves", "", f"![training curves]({figures['curves']})",
+              "", "## Precision-recall (validation)", "", f"![PR curves]({figures['pr']})",
+              "", "## Degraded frames where baseline and student differ", ""]
+    if figures["sheet"]:
+        lines += [f"{figures['disagreements']} degraded frames where they find a different number of lesions "
+                  "(ground truth white; a model's boxes green when it found every lesion, red otherwise):", "",
+                  f"![disagreements]({figures['sheet']})"]
+    else:
+        lines.append("Baseline and student find the same lesions on every degraded frame.")
+    lines += ["", f"Student predictions on the validation video with the most degraded frames: {figures['video']}"]
     return "\n".join(lines) + "\n"
 
 

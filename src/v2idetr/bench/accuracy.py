@@ -25,12 +25,12 @@ from v2idetr import api
 from v2idetr.atomic import atomic_write_json, atomic_write_text
 from v2idetr.config import shipped_configs
 from v2idetr.data.synthetic import generate
+from v2idetr.engine.evaluator import DEGRADED
 from v2idetr.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SIZES = {"tiny": ("student-tiny.yaml", "teacher-tiny.yaml"), "r50": ("student-r50.yaml", "teacher-r50.yaml")}
-DEGRADED = "degraded (all but none)"
 METRICS = ("AP", "AP50", "AP75", "f1", "AP50_degraded")
 
 

@@ -69,8 +69,11 @@ class _Item:
     last: bool  # last frame of its video
 
 
-def open_source(source: str | Path, format: str = "auto") -> DatasetIndex:
-    """Index whatever ``source`` is: one image, or anything ``load_index`` reads (labels are ignored)."""
+def open_source(source: str | Path | DatasetIndex, format: str = "auto") -> DatasetIndex:
+    """Index whatever ``source`` is: an index already, one image, or anything ``load_index`` reads
+    (labels are ignored)."""
+    if isinstance(source, DatasetIndex):
+        return source
     path = Path(source)
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
         plog = ProblemLog(str(path))
@@ -178,7 +181,7 @@ def _batches(inbox: queue.Queue, batch_size: int) -> Iterator[list[_Item]]:
 
 def predict(
     detector: FrameDetector,
-    source: str | Path,
+    source: str | Path | DatasetIndex,
     out_dir: str | Path,
     batch_size: int = 8,
     save_video: bool | None = None,
