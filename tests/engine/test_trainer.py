@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -142,30 +145,12 @@ def test_schedule_warmup_then_cosine() -> None:
 def test_sigkill_mid_run_then_resume_ends_like_an_uninterrupted_run(tiny_synth, tmp_path: Path) -> None:
     """A process killed with SIGKILL (no chance to save) resumes from its last checkpoint and ends
     with the uninterrupted run's weights, losses and validation metrics."""
-    import signal
-    import subprocess
-    import sys
-
     overrides = _overrides(tiny_synth, "train.steps=8", "train.eval_every=2", "data.batch_size=2")
     straight = tmp_path / "straight"
     api.train(TINY, overrides, straight, progress=False)
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "v2idetr", "train", "--config", TINY, *overrides, "--out", str(killed), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = killed / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines()] if log.exists() else []
-            if steps and max(steps) >= 5:  # past the step-4 checkpoint, before the end
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    _start_and_signal(overrides, killed, after_step=5, sig=signal.SIGKILL)
     assert load_checkpoint(killed / "last.ckpt").meta["step"] < 8
 
     api.train(TINY, overrides, killed, resume=True, progress=False)
@@ -201,3 +186,36 @@ def test_frame_that_fails_to_decode_during_training_fails_or_is_skipped(tmp_path
         result = api.train(TINY, [*overrides, "data.skip_invalid=true"], tmp_path / "skip", progress=False)
     assert result.step == 3
     assert any("skipping a clip" in r.message and victim.name in r.message for r in caplog.records)
+
+
+def _start_and_signal(overrides: list[str], out: Path, after_step: int, sig: int) -> int:
+    """Run `v2idetr train` in a subprocess, send ``sig`` once its log passes ``after_step``; its exit code."""
+    cmd = [sys.executable, "-m", "v2idetr", "train", "--config", TINY, *overrides, "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines()] if log.exists() else []
+            if steps and max(steps) >= after_step:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before the signal"
+        proc.send_signal(sig)
+    finally:
+        proc.wait(timeout=60)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    return proc.returncode
+
+
+def test_sigterm_saves_a_checkpoint_then_resume_finishes(tiny_synth, tmp_path: Path) -> None:
+    overrides = _overrides(tiny_synth, "train.steps=200", "train.eval_every=0", "data.batch_size=2")
+    out = tmp_path / "run"
+    code = _start_and_signal(overrides, out, after_step=2, sig=signal.SIGTERM)
+    assert code == 130  # "interrupted", after saving
+    saved = load_checkpoint(out / "last.ckpt")
+    assert 2 <= saved.meta["step"] < 200 and saved.optimizer is not None
+    result = api.train(TINY, [*overrides, f"train.steps={saved.meta['step'] + 2}"], out, resume=True,
+                       progress=False)
+    assert result.step == saved.meta["step"] + 2
