@@ -43,6 +43,13 @@ class DistContext:
         return self.rank == 0
 
 
+def local_device(device: torch.device) -> torch.device:
+    """Under ``torchrun`` on CUDA, this process's GPU (``LOCAL_RANK``); ``device`` otherwise."""
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def init_from_env(device_type: str) -> DistContext:
     """Join the process group ``torchrun`` describes in the environment (once); single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -96,14 +103,15 @@ def any_true(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     return not all_true(not flag, ctx, device)
 
 
-def mean_over_processes(values: dict[str, float], ctx: DistContext, device: torch.device) -> dict[str, float]:
-    """Per-key mean over processes of scalar logs (the same keys on every process)."""
-    if not ctx.enabled or not values:
+def mean_over_processes(values: dict[str, float], ctx: DistContext) -> dict[str, float]:
+    """Per-key mean over the processes that logged the key (a process whose batch had no lesion has
+    no denoising terms, for instance), for the metrics log."""
+    if not ctx.enabled:
         return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return {k: float(v) for k, v in zip(keys, (t / ctx.world_size).tolist(), strict=True)}
+    everyone: list[dict[str, float]] = [{} for _ in range(ctx.world_size)]
+    dist.all_gather_object(everyone, values)
+    keys = sorted({k for v in everyone for k in v})
+    return {k: sum(v[k] for v in everyone if k in v) / sum(k in v for v in everyone) for k in keys}
 
 
 def gather_to_main(obj: Any, ctx: DistContext) -> list[Any] | None:

@@ -50,6 +50,7 @@ from v2idetr.engine.distributed import (
     broadcast_from_main,
     gather_to_main,
     init_from_env,
+    local_device,
     mean_over_processes,
 )
 from v2idetr.engine.evaluator import evaluate
@@ -241,7 +242,9 @@ class Trainer:
         self.extra_modules = extra_modules
         self.progress = progress
         self.train_clips = train_clips or (cfg.data.num_frames, cfg.data.clip_mode)
-        self.device = resolve_device(cfg.train.device)
+        # Under torchrun each process has its own GPU; known before fit() so that modules the caller
+        # moves to trainer.device (the distillation teacher) land on the right one.
+        self.device = local_device(resolve_device(cfg.train.device))
         self.ctx = DistContext()
 
     def _loader(self) -> tuple[DataLoader, ResumableSampler]:
@@ -396,8 +399,6 @@ class Trainer:
         (``engine.distributed``): only rank 0 logs and writes."""
         cfg = self.cfg
         self.ctx = ctx = init_from_env(self.device.type)
-        if ctx.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", ctx.local_rank)
         main = ctx.is_main
         self.out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(cfg.train.seed + ctx.rank)
@@ -447,7 +448,7 @@ class Trainer:
                 state.epoch, state.position, batch = next(batches)
                 if state.epoch != epoch_seen:
                     if epoch_n:
-                        epoch_loss = mean_over_processes({"loss": epoch_sum / epoch_n}, ctx, self.device)
+                        epoch_loss = mean_over_processes({"loss": epoch_sum / epoch_n}, ctx)
                         metrics_log.write(
                             {"type": "epoch", "epoch": epoch_seen, "step": state.step, **epoch_loss}
                         )
@@ -497,7 +498,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", ep=state.epoch)
                 if state.step % cfg.train.log_every == 0 or state.step == cfg.train.steps:
-                    means = mean_over_processes({k: v / window_n for k, v in window.items()}, ctx, self.device)
+                    means = mean_over_processes({k: v / window_n for k, v in window.items()}, ctx)
                     metrics_log.write(
                         {
                             "type": "train",
