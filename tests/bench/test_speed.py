@@ -34,6 +34,7 @@ def test_bench_speed_cli_prints_table_ratios_and_json(tmp_path: Path, capsys) ->
         ("student", "onnx", 1), ("student", "onnx", 2)}
     for row in rows.values():
         assert row["error"] is None and row["fps"] > 0 and row["latency_ms_p95"] >= row["latency_ms_p50"] > 0
+    assert rows[("student", "onnx", 1)]["note"] == "CPUExecutionProvider"
     student, teacher = rows[("student", "eager", 1)], rows[("teacher", "eager", 1)]
     assert teacher["frames_in"] == 3 and student["frames_in"] == 1
     assert teacher["params_m"] > student["params_m"] == rows[("baseline", "eager", 1)]["params_m"]
@@ -57,7 +58,9 @@ def test_compiled_student_gives_eager_outputs() -> None:
     inputs = _inputs(1, 1, 64, torch.device("cpu"))
     with torch.inference_mode():
         expected = model(*inputs)
-        got = _runner("compile", model, inputs, 64, Path("."), torch.device("cpu"))()
+        run, note = _runner("compile", model, inputs, 64, Path("."), torch.device("cpu"))
+        got = run()
+    assert note == "inductor"
     for a, b in zip(expected, got, strict=True):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 

@@ -53,6 +53,7 @@ class SpeedRow:
     latency_ms_p95: float | None = None
     fps: float | None = None
     peak_mem_mb: float | None = None
+    note: str | None = None  # e.g. the ONNX Runtime execution provider that ran
     error: str | None = None
     samples: list[float] = field(default_factory=list, repr=False)
 
@@ -160,7 +161,7 @@ def benchmark_speed(
                 for backend in backends if name == "student" else ("eager",):
                     row = SpeedRow(name, backend, batch, t, round(params, 3), None if flops is None else round(flops, 3))
                     try:
-                        run = _runner(backend, wrapped, inputs, size, Path(tmp), dev)
+                        run, row.note = _runner(backend, wrapped, inputs, size, Path(tmp), dev)
                     except Exception as exc:  # a backend that cannot run here is reported, not fatal
                         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                         log.warning("%s %s batch %d: %s", name, backend, batch, row.error)
@@ -173,14 +174,15 @@ def benchmark_speed(
 
 def _runner(
     backend: str, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], size: int, tmp: Path, dev: torch.device
-) -> Callable[[], Any]:
+) -> tuple[Callable[[], Any], str | None]:
+    """The timed call of one backend, and a note on how it runs."""
     if backend == "eager":
-        return lambda: model(*inputs)
+        return (lambda: model(*inputs)), None
     if backend == "compile":
         compiled = torch.compile(model)
         with torch.inference_mode():
             compiled(*inputs)  # compile now, outside the timed region
-        return lambda: compiled(*inputs)
+        return (lambda: compiled(*inputs)), "inductor"
     import onnxruntime as ort
 
     from v2idetr.deploy.export import DEFAULT_OPSET, export_module
@@ -193,7 +195,10 @@ def _runner(
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if dev.type == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), providers=[p for p in providers if p in ort.get_available_providers()])
     feeds = {"images": cpu_inputs[0].numpy(), "image_sizes": cpu_inputs[1].numpy(), "orig_sizes": cpu_inputs[2].numpy()}
-    return lambda: session.run(None, feeds)
+    ran_on = session.get_providers()[0]
+    if dev.type == "cuda" and ran_on != "CUDAExecutionProvider":
+        log.warning("ONNX Runtime has no CUDA provider here (install onnxruntime-gpu): the onnx row ran on the CPU")
+    return (lambda: session.run(None, feeds)), ran_on
 
 
 def _time_interleaved(candidates: list[_Candidate], dev: torch.device, iters: int, warmup: int, rounds: int) -> None:
@@ -284,6 +289,7 @@ def format_speed_table(result: dict[str, Any]) -> str:
         lines.append(
             f"{r['model']:<9} {r['backend']:<8} {r['batch']:>5} {f(r['fps'], '9.1f')} {f(r['latency_ms_p50'], '9.2f')} "
             f"{f(r['latency_ms_p95'], '9.2f')} {f(r['params_m'], '9.2f')} {f(r['gflops'], '8.2f')} {f(r['peak_mem_mb'], '8.0f')}"
+            + (f"  ({r['note']})" if r["note"] else "")
         )
     lines.append("Ratios (p50 latency, measured in this run):")
     lines += [f"  {k}: {v:.3f}" for k, v in result["ratios"].items()]
