@@ -133,6 +133,8 @@ class _Writer:
             self._writer.abort()
 
     def _write(self, item: _Item, det: Detections) -> None:
+        if not (self.save_video or self.save_images):
+            return
         annotated = draw_detections(item.pixels, det)
         name = _safe_name(item.video.name)
         if self.save_video:
