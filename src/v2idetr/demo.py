@@ -205,7 +205,12 @@ def _report(
     for label, split in (("all frames", None), ("degraded frames", DEGRADED)):
         gap = _gap_closed(runs, split)
         lines += ["", f"Share of the baseline-to-teacher AP50 gap the student closes on {label}: "
-                  + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")]
+                  + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")
+                  + (" (above 100%: the student beats the teacher)" if gap is not None and gap > 1 else "")]
+    lines += ["", f"Read with care: the student starts from the teacher's shared weights "
+              f"(`distill.init_from_teacher=true`), so its detector has had the teacher's {p.steps} steps "
+              f"before its own {p.steps}, while the baseline had {p.steps}; part of its lead is that extra "
+              "training. `v2idetr bench accuracy` separates the effects over seeds on a test split."]
     lines += ["", "## Training curves", "", f"![training curves]({figures['curves']})",
               "", "## Precision-recall (validation)", "", f"![PR curves]({figures['pr']})",
               "", "## Degraded frames where baseline and student differ", ""]

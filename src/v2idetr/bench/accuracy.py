@@ -51,6 +51,8 @@ ROWS: dict[str, Row] = {
         Row("baseline", "train", "student", (), "image detector, detection loss only"),
         Row("teacher", "train", "teacher", (), "video teacher, MSI"),
         Row("teacher-mean", "train", "teacher", ("model.temporal=mean",), "video teacher, frame averaging (no MSI)"),
+        Row("student-init-only", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, no distillation loss (control)"),
         Row("student-tfd", "distill", "student", ("distill.tfd=1.0", "distill.cqd=0.0"), "student, TFD only"),
         Row("student-cqd", "distill", "student", ("distill.tfd=0.0", "distill.cqd=1.0"), "student, CQD only"),
         Row("student", "distill", "student", ("distill.tfd=1.0", "distill.cqd=1.0"), "student, TFD + CQD"),
