@@ -58,7 +58,7 @@ def test_compiled_student_gives_eager_outputs() -> None:
     inputs = _inputs(1, 1, 64, torch.device("cpu"))
     with torch.inference_mode():
         expected = model(*inputs)
-        run, note = _runner("compile", model, inputs, 64, Path("."), torch.device("cpu"))
+        run, note = _runner("compile", model, inputs, Path("."), torch.device("cpu"))
         got = run()
     assert note == "inductor"
     for a, b in zip(expected, got, strict=True):

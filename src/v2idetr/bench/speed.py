@@ -161,9 +161,9 @@ def benchmark_speed(
                 for backend in backends if name == "student" else ("eager",):
                     row = SpeedRow(name, backend, batch, t, round(params, 3), None if flops is None else round(flops, 3))
                     try:
-                        run, row.note = _runner(backend, wrapped, inputs, size, Path(tmp), dev)
+                        run, row.note = _runner(backend, wrapped, inputs, Path(tmp), dev)
                     except Exception as exc:  # a backend that cannot run here is reported, not fatal
-                        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                        row.error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
                         log.warning("%s %s batch %d: %s", name, backend, batch, row.error)
                         run = None
                     candidates.append(_Candidate(row, run))
@@ -173,7 +173,7 @@ def benchmark_speed(
 
 
 def _runner(
-    backend: str, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], size: int, tmp: Path, dev: torch.device
+    backend: str, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], tmp: Path, dev: torch.device
 ) -> tuple[Callable[[], Any], str | None]:
     """The timed call of one backend, and a note on how it runs."""
     if backend == "eager":
