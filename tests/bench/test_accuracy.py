@@ -28,11 +28,15 @@ def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
     assert (out / "runs" / "teacher" / "seed-0" / "best.ckpt").is_file()
     first = (out / "runs" / "baseline" / "seed-0" / "test-metrics.json").stat().st_mtime_ns
     capsys.readouterr()
-    assert main([*args[:5], "baseline", "student", "student-cqd", *args[7:]]) == 0
+    assert main([*args[:5], "baseline", "student", "student-cqd", "baseline-2x", *args[7:]]) == 0
     assert (out / "runs" / "baseline" / "seed-0" / "test-metrics.json").stat().st_mtime_ns == first
     assert (out / "runs" / "student-cqd" / "seed-0" / "test-metrics.json").is_file()
     cqd = json.loads((out / "runs" / "student-cqd" / "seed-0" / "best.ckpt").with_name("config.json").read_text())
     assert cqd["distill"]["tfd"] == 0.0 and cqd["distill"]["cqd"] == 1.0 and cqd["train"]["steps"] == 2
+    longer = json.loads((out / "runs" / "baseline-2x" / "seed-0" / "config.json").read_text())
+    assert longer["train"]["steps"] == 4 and longer["model"] == json.loads(
+        (out / "runs" / "baseline" / "seed-0" / "config.json").read_text())["model"]
+    assert "| baseline-2x |" in (out / "results.md").read_text()
 
 
 def test_summary_means_stds_and_gap_closed() -> None:

@@ -43,12 +43,16 @@ class Row:
     config: str  # "student" | "teacher"
     overrides: tuple[str, ...]
     description: str
+    steps_factor: int = 1  # training steps = factor x the benchmark's --steps
 
 
 ROWS: dict[str, Row] = {
     r.name: r
     for r in (
         Row("baseline", "train", "student", (), "image detector, detection loss only"),
+        Row("baseline-2x", "train", "student", (),
+            "image detector, twice the steps: as many as teacher + teacher-initialised student (control)",
+            steps_factor=2),
         Row("teacher", "train", "teacher", (), "video teacher, MSI"),
         Row("teacher-mean", "train", "teacher", ("model.temporal=mean",), "video teacher, frame averaging (no MSI)"),
         Row("student-init-only", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
@@ -104,7 +108,7 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, steps: i
         log.info("%s seed %d: done before, not re-run", row.name, seed)
         return json.loads(result_file.read_text())
     student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
-    overrides = [f"data.train={splits.train}", f"data.val={splits.val}", f"train.steps={steps}",
+    overrides = [f"data.train={splits.train}", f"data.val={splits.val}", f"train.steps={steps * row.steps_factor}",
                  f"train.seed={seed}", *extra, *row.overrides]
     resume = (run / "last.ckpt").is_file()
     started = time.monotonic()
@@ -209,7 +213,8 @@ def benchmark_accuracy(
         splits = synthetic_splits(out, preset or "ultrasound", *synth)
         source = f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px"
     split_name = "validation split (no test split given)" if splits.test_is_val else "test split"
-    header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs, {steps} steps per row; numbers on the "
+    header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs, {steps} steps per row "
+              f"(baseline-2x: {2 * steps}); numbers on the "
               f"{split_name}; image-level protocol yona.")
     records: list[dict[str, Any]] = []
     for seed in seeds:
