@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from v2idetr.bench.accuracy import benchmark_accuracy, summarise
+from v2idetr.bench.accuracy import benchmark_accuracy, format_table, summarise
 from v2idetr.cli import main
 from v2idetr.demo import QUICK_MODEL
 from v2idetr.errors import ConfigError
@@ -40,18 +40,21 @@ def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
 
 
 def test_summary_means_stds_and_gap_closed() -> None:
-    def rec(row: str, seed: int, ap50: float) -> dict:
+    def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
         return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,
-                "AP50_degraded": None}
+                "AP50_degraded": degraded}
 
-    records = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.8), rec("student", 0, 0.7),
+    records = [rec("baseline", 0, 0.6, 0.2), rec("teacher", 0, 0.8, 0.6), rec("student", 0, 0.7, 0.3),
                rec("baseline", 1, 0.5), rec("teacher", 1, 0.9), rec("student", 1, 0.8)]
     table = summarise(records, ["baseline", "teacher", "student"])
     assert table["student"]["AP50"]["mean"] == pytest.approx(0.75)
     assert table["student"]["AP50"]["std"] == pytest.approx(0.0707107, rel=1e-4)  # sample std over seeds
     assert table["student"]["gap_closed_AP50"]["mean"] == pytest.approx((0.5 + 0.75) / 2)
     assert table["teacher"]["gap_closed_AP50"]["mean"] == pytest.approx(1.0)
-    assert table["baseline"]["AP50_degraded"] == {"mean": None, "std": None}
+    # degraded frames only in seed 0: (0.3 - 0.2) / (0.6 - 0.2), the missing seed is left out, not zero
+    assert table["student"]["gap_closed_AP50_degraded"]["mean"] == pytest.approx(0.25)
+    assert table["student"]["AP50_degraded"]["mean"] == pytest.approx(0.3)
+    assert "| 0.250 ± 0.000 |" in format_table(table, "# t")
 
 
 def test_unknown_rows_are_refused(tmp_path: Path) -> None:
