@@ -28,26 +28,26 @@ def _overrides(synth, *extra: str) -> list[str]:
             f"data.val={synth.val_json}", *extra]
 
 
+@pytest.mark.timeout(90)
 def test_tiny_model_overfits_four_frames(tmp_path: Path) -> None:
-    """DETR's slow convergence is the project's main risk: 4 frames must be learnt in 300 steps."""
+    """DETR's slow convergence is the project's main risk: 4 frames must be learnt well within 300
+    steps (150 here, which keeps the test near 50 s on a 2-core CI machine; the timeout is the
+    issue's 90 s bound)."""
     data = generate(tmp_path / "four", videos=1, frames=4, size=96, seed=11, val_fraction=0.0,
                     negative_video_fraction=0.0, degradation_rate=0.0)
-    started = time.monotonic()
     api.train(
         TINY,
         [
             f"data.train={data.train_json}", f"data.val={data.train_json}",
             "data.train_sizes=[96]", "data.test_size=96", "data.batch_size=4", "data.hflip=0", "data.crop=0",
-            "data.photometric=0", "train.steps=300", "train.eval_every=0", "train.warmup_steps=20",
+            "data.photometric=0", "train.steps=150", "train.eval_every=0", "train.warmup_steps=20",
             "train.lr=5e-4", "train.backbone_lr=5e-4", "train.threads=1",
         ],
         tmp_path / "run",
         progress=False,
     )
-    elapsed = time.monotonic() - started
     metrics = load_checkpoint(tmp_path / "run" / "best.ckpt").meta["metrics"]
     assert metrics["AP50"] >= 0.9, metrics
-    assert elapsed < 90, f"overfitting 4 frames took {elapsed:.0f} s"
 
 
 def test_train_writes_checkpoints_metrics_and_evaluates(tiny_synth, tmp_path: Path) -> None:
