@@ -30,11 +30,19 @@ def test_defaults_then_yaml_then_overrides(tmp_path: Path) -> None:
         ("train.amp=True", "train.amp"),
         ("eval.protocol=coco", "eval.protocol"),
         ("nokey", "key=value"),
+        ("distill.tfd=-1", "distill.tfd"),
+        ("distill.cqd_proposals=-0.5", "distill.cqd_proposals"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_proposal_distillation_needs_a_two_stage_model() -> None:
+    with pytest.raises(ConfigError, match="two_stage"):
+        load_config(None, ["distill.cqd_proposals=1.0", "model.two_stage=false"])
+    assert load_config(None, ["distill.cqd_proposals=1.0"]).distill.cqd_proposals == 1.0
 
 
 def test_unknown_key_in_yaml_is_an_error(tmp_path: Path) -> None:

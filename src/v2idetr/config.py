@@ -96,6 +96,7 @@ class DistillConfig:
     tfd_mask: str = "gaussian"  # gaussian | binary
     tfd_features: str = "memory"  # memory | backbone
     cqd_sampling: str = "random"  # random | fixed
+    cqd_proposals: float = 0.0  # weight of CQD's dense two-stage proposal-score term (0: off)
     init_from_teacher: bool = True
 
 
@@ -198,6 +199,16 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"config key '{dotted}' = {value!r}: expected one of {', '.join(allowed)}")
     if cfg.data.num_frames < 1:
         raise ConfigError(f"config key 'data.num_frames' = {cfg.data.num_frames}: expected >= 1")
+    for key in ("tfd", "cqd", "cqd_proposals"):
+        if getattr(cfg.distill, key) < 0:
+            raise ConfigError(
+                f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a weight >= 0 (0: off)"
+            )
+    if cfg.distill.cqd_proposals > 0 and not cfg.model.two_stage:
+        raise ConfigError(
+            f"config key 'distill.cqd_proposals' = {cfg.distill.cqd_proposals}: the proposal term distils "
+            "two-stage encoder scores; it needs model.two_stage=true (or set it to 0)"
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from v2idetr.distill.cqd import CQDLoss
+from v2idetr.distill.cqd import CQDLoss, proposal_loss
 
 
 def _outputs(logits: torch.Tensor, boxes: torch.Tensor) -> dict:
@@ -40,3 +41,44 @@ def test_gradient_reaches_student_only() -> None:
     CQDLoss()(_outputs(s_logits, s_boxes), _outputs(t_logits, t_boxes)).backward()
     assert s_logits.grad is not None and s_boxes.grad is not None
     assert t_logits.grad is None and t_boxes.grad is None
+
+
+def _enc(logits: torch.Tensor, valid: torch.Tensor) -> dict:
+    return {"dense_logits": logits, "dense_valid": valid}
+
+
+def test_proposal_term_is_zero_on_agreement_and_ignores_invalid_tokens() -> None:
+    t = torch.tensor([[[4.0], [-4.0], [-4.0], [0.0]]])
+    valid = torch.tensor([[True, True, True, False]])
+    assert abs(proposal_loss(_enc(t, valid), _enc(t, valid)).item()) < 1e-6
+    s = t.clone()
+    s[0, 3] = 9.0  # disagreement on a padding token only
+    assert abs(proposal_loss(_enc(s, valid), _enc(t, valid)).item()) < 1e-6
+
+
+def test_proposal_term_penalises_missing_the_teachers_proposal_and_a_lookalike() -> None:
+    """The student scoring low where the teacher is confident (a faint lesion), or high where the
+    teacher is not (a look-alike), both cost; normalised by the teacher's foreground mass."""
+    t = torch.tensor([[[5.0], [-5.0], [-5.0]]])
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    missed = torch.tensor([[[-5.0], [-5.0], [-5.0]]])
+    fooled = torch.tensor([[[5.0], [5.0], [-5.0]]])
+    kl_missed = (t.sigmoid() * (t.sigmoid() / missed.sigmoid()).log()
+                 + (1 - t.sigmoid()) * ((1 - t.sigmoid()) / (1 - missed.sigmoid())).log())[0, 0, 0]
+    mass = torch.tensor(1.0)  # max(1, sum of teacher probabilities ~ 1.01)
+    assert torch.isclose(proposal_loss(_enc(missed, valid), _enc(t, valid)), kl_missed / t.sigmoid().sum().clamp(min=mass),
+                         rtol=1e-4)
+    assert proposal_loss(_enc(fooled, valid), _enc(t, valid)) > 1.0
+
+
+def test_cqd_adds_the_weighted_proposal_term_and_needs_both_views() -> None:
+    logits = torch.tensor([[[1.0], [-1.0]]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2]]])
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    s_enc, t_enc = _enc(torch.zeros(1, 3, 1), valid), _enc(torch.tensor([[[3.0], [-3.0], [-3.0]]]), valid)
+    plain = CQDLoss()(_outputs(logits, boxes), _outputs(logits, boxes), s_enc, t_enc)
+    weighted = CQDLoss(proposal_weight=2.0)(_outputs(logits, boxes), _outputs(logits, boxes), s_enc, t_enc)
+    assert abs(plain.item()) < 1e-6
+    assert torch.isclose(weighted, 2.0 * proposal_loss(s_enc, t_enc))
+    with pytest.raises(ValueError, match="enc_outputs"):
+        CQDLoss(proposal_weight=1.0)(_outputs(logits, boxes), _outputs(logits, boxes))

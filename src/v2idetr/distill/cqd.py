@@ -13,6 +13,13 @@ teacher's output for the same query, one to one (no matching):
 
 Every decoder layer is distilled against the teacher's same layer (auxiliary terms), when the
 layer counts agree; otherwise only the last layer.
+
+Proposal term (``proposal_weight > 0``; a gap this code fills, see docs/METHOD.md): in a two-stage
+DETR the student picks its own queries at inference, the top-k tokens of its encoder's class
+scores, so decoding the teacher's queries alone never teaches it *where to look*. The term is the
+same Bernoulli KL between the teacher's and the student's dense encoder scores (every valid memory
+token), summed and divided by the teacher's foreground mass (the sum over tokens of its max class
+probability, at least 1), so a few confident tokens are not drowned by thousands of background ones.
 """
 
 from __future__ import annotations
@@ -25,15 +32,31 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
 
+def bernoulli_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Element-wise KL(teacher || student) of independent sigmoid probabilities (0 where they agree).
+
+    Binary cross-entropy with the (detached) teacher probabilities as soft targets, minus the
+    teacher's own entropy: the same gradient as the BCE, but a value that reads as disagreement.
+    """
+    t_logits = teacher_logits.detach()
+    t_prob = t_logits.sigmoid()
+    cross = F.binary_cross_entropy_with_logits(student_logits, t_prob, reduction="none")
+    return cross - F.binary_cross_entropy_with_logits(t_logits, t_prob, reduction="none")
+
+
+def proposal_loss(student_enc: dict[str, Tensor], teacher_enc: dict[str, Tensor]) -> Tensor:
+    """Dense two-stage score distillation: ``dense_logits [B, S, C]`` over tokens valid in both views."""
+    valid = (student_enc["dense_valid"] & teacher_enc["dense_valid"]).to(student_enc["dense_logits"].dtype)
+    kl = bernoulli_kl(student_enc["dense_logits"], teacher_enc["dense_logits"]).sum(-1)  # [B, S]
+    mass = teacher_enc["dense_logits"].detach().sigmoid().max(-1).values
+    return (kl * valid).sum() / (mass * valid).sum().clamp(min=1.0)
+
+
 def _pair_loss(
     student: dict[str, Tensor], teacher: dict[str, Tensor], box_weight: float, giou_weight: float
 ) -> Tensor:
-    t_logits = teacher["pred_logits"].detach()
-    t_prob = t_logits.sigmoid()
-    cross = F.binary_cross_entropy_with_logits(student["pred_logits"], t_prob, reduction="none")
-    entropy = F.binary_cross_entropy_with_logits(t_logits, t_prob, reduction="none")
-    cls = (cross - entropy).sum(-1).mean()
-    conf = t_prob.max(-1).values  # [B, Q]
+    cls = bernoulli_kl(student["pred_logits"], teacher["pred_logits"]).sum(-1).mean()
+    conf = teacher["pred_logits"].detach().sigmoid().max(-1).values  # [B, Q]
     s_box, t_box = student["pred_boxes"], teacher["pred_boxes"].detach()
     l1 = (s_box - t_box).abs().sum(-1)
     giou = torch.diagonal(
@@ -50,16 +73,30 @@ def _pair_loss(
 class CQDLoss(nn.Module):
     """Agreement between student-decoded and teacher-decoded predictions of the same queries."""
 
-    def __init__(self, box_weight: float = 5.0, giou_weight: float = 2.0, aux: bool = True):
+    def __init__(
+        self, box_weight: float = 5.0, giou_weight: float = 2.0, aux: bool = True, proposal_weight: float = 0.0
+    ):
         super().__init__()
         self.box_weight, self.giou_weight, self.aux = box_weight, giou_weight, aux
+        self.proposal_weight = proposal_weight
 
-    def forward(self, student: dict[str, Any], teacher: dict[str, Any]) -> Tensor:
-        """Both are decoder outputs (``pred_logits [B, Q, C]``, ``pred_boxes [B, Q, 4]``, ``aux_outputs``)
-        for the same Q queries."""
+    def forward(
+        self,
+        student: dict[str, Any],
+        teacher: dict[str, Any],
+        student_enc: dict[str, Tensor] | None = None,
+        teacher_enc: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        """``student``/``teacher`` are decoder outputs (``pred_logits [B, Q, C]``, ``pred_boxes [B, Q, 4]``,
+        ``aux_outputs``) for the same Q queries; ``*_enc`` the two views' ``enc_outputs`` (needed
+        when ``proposal_weight > 0``)."""
         pairs = [(student, teacher)]
         s_aux, t_aux = student.get("aux_outputs", []), teacher.get("aux_outputs", [])
         if self.aux and len(s_aux) == len(t_aux):
             pairs += list(zip(s_aux, t_aux, strict=True))
-        losses = [_pair_loss(s, t, self.box_weight, self.giou_weight) for s, t in pairs]
-        return torch.stack(losses).mean()
+        loss = torch.stack([_pair_loss(s, t, self.box_weight, self.giou_weight) for s, t in pairs]).mean()
+        if self.proposal_weight > 0:
+            if student_enc is None or teacher_enc is None:
+                raise ValueError("CQD proposal term: both views' enc_outputs are needed (a two-stage model)")
+            loss = loss + self.proposal_weight * proposal_loss(student_enc, teacher_enc)
+        return loss

@@ -44,7 +44,7 @@ class DistillationObjective:
         d_t = teacher.detector.level_embed.shape[1]
         levels = student.level_embed.shape[0]
         self.tfd = TFDLoss(d_s, d_t, levels, cfg.tfd_mask) if cfg.tfd > 0 else None
-        self.cqd = CQDLoss(box_weight, giou_weight) if cfg.cqd > 0 else None
+        self.cqd = CQDLoss(box_weight, giou_weight, proposal_weight=cfg.cqd_proposals) if cfg.cqd > 0 else None
         self.extra_modules = nn.ModuleDict({"tfd": self.tfd} if self.tfd is not None else {})
 
     @torch.no_grad()
@@ -72,7 +72,7 @@ class DistillationObjective:
             total = total + self.cfg.tfd * tfd
         if self.cqd is not None:
             cross = self.student.decode(s_memory, t_outputs["query_content"], t_outputs["query_ref_boxes"])
-            cqd = self.cqd(cross, t_outputs)
+            cqd = self.cqd(cross, t_outputs, s_outputs.get("enc_outputs"), t_outputs.get("enc_outputs"))
             losses["loss_cqd"] = cqd
             total = total + self.cfg.cqd * cqd
         losses["loss_det"] = losses["loss"]

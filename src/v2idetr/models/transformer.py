@@ -367,5 +367,8 @@ class QuerySelector(nn.Module):
         idx = scores.topk(self.num_queries, dim=1).indices  # [B, Q]
         topk_logits = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
         topk_boxes = coords.gather(1, idx[..., None].expand(-1, -1, 4)).sigmoid()
-        enc_outputs = {"pred_logits": topk_logits, "pred_boxes": topk_boxes}
+        # The dense scores of every token ride along for proposal distillation (CQD); the
+        # criterion and the post-processor only read the top-k sets.
+        enc_outputs = {"pred_logits": topk_logits, "pred_boxes": topk_boxes, "dense_logits": logits,
+                       "dense_valid": valid}
         return content, topk_boxes.detach(), enc_outputs
