@@ -120,7 +120,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads on CPU, 0: library default
-    time_limit_min: float = 0.0  # stop (and save) after this many minutes, 0: no limit
+    time_limit_min: float = 0.0  # stop (save, no validation; resume later) after this many minutes, 0: no limit
     max_bad_steps: int = 20  # non-finite losses in a row before the run stops
     best_metric: str = "AP50"  # validation metric that selects best.ckpt (higher is better)
 

@@ -216,6 +216,24 @@ def test_sigterm_saves_a_checkpoint_then_resume_finishes(tiny_synth, tmp_path: P
     assert code == 130  # "interrupted", after saving
     saved = load_checkpoint(out / "last.ckpt")
     assert 2 <= saved.meta["step"] < 200 and saved.optimizer is not None
+    # The checkpoint is written at once: no validation between the signal and the save.
+    assert not [r for r in _records(out) if r["type"] == "eval"]
     result = api.train(TINY, [*overrides, f"train.steps={saved.meta['step'] + 2}"], out, resume=True,
                        progress=False)
     assert result.step == saved.meta["step"] + 2
+    assert [r["step"] for r in _records(out) if r["type"] == "eval"] == [result.step]
+
+
+def test_time_limit_saves_without_validating_and_resume_validates(tiny_synth, tmp_path: Path) -> None:
+    overrides = _overrides(tiny_synth, "train.steps=3", "train.eval_every=0")
+    out = tmp_path / "run"
+    first = api.train(TINY, [*overrides, "train.time_limit_min=1e-6"], out, progress=False)
+    assert first.stopped_early and first.step == 1
+    assert load_checkpoint(out / "last.ckpt").meta["step"] == 1
+    assert not [r for r in _records(out) if r["type"] == "eval"]
+    final = api.train(TINY, overrides, out, resume=True, progress=False)
+    assert final.step == 3 and [r["step"] for r in _records(out) if r["type"] == "eval"] == [3]
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

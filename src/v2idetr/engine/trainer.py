@@ -342,16 +342,18 @@ class Trainer:
             else None,
         )
 
-    def _checkpoint(self, state: TrainState, metrics_log: MetricsLog) -> None:
-        """Validate (if there is a validation split), update best.ckpt, write the step and last checkpoints."""
-        if self.val_index is not None:
+    def _checkpoint(self, state: TrainState, metrics_log: MetricsLog, validate: bool = True) -> None:
+        """Validate (if there is a validation split and ``validate``), update best.ckpt, write the step
+        and last checkpoints."""
+        validate = validate and self.val_index is not None
+        if validate:
             state.metrics = self.validate(
                 state.ema.module if state.ema is not None else self.model, state.step
             )
         if not self.ctx.is_main:
             barrier(self.ctx)  # rank 0 writes the checkpoints; the others wait for it
             return
-        if self.val_index is not None:
+        if validate:
             metrics_log.write(
                 {"type": "eval", "step": state.step, "epoch": state.epoch, **_summary(state.metrics)}
             )
@@ -522,7 +524,11 @@ class Trainer:
                     stop_reason = "stop requested by another process"
                 periodic = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
                 if periodic or state.step == cfg.train.steps or stop_reason:
-                    self._checkpoint(state, metrics_log)
+                    # An early stop (preemption signal, Ctrl-C, time limit) may have only seconds
+                    # left: write the checkpoint at once and leave validation to the resumed run.
+                    # stop_reason agrees on every process, so they all skip the (collective) validation.
+                    early = stop_reason is not None and not (periodic or state.step == cfg.train.steps)
+                    self._checkpoint(state, metrics_log, validate=not early)
                 if stop_reason:
                     log.warning("stopping at step %d (%s); resume with --resume", state.step, stop_reason)
                     break
