@@ -99,7 +99,7 @@ class DistillConfig:
     tfd_mask: str = "gaussian"  # gaussian | binary
     tfd_features: str = "memory"  # memory | backbone
     cqd_sampling: str = "random"  # random | fixed
-    cqd_proposals: float = 0.0  # weight of CQD's dense two-stage proposal-score term (0: off)
+    cqd_proposals: float = 2.0  # weight of CQD's dense two-stage proposal-score term (0: off; docs/METHOD.md)
     init_from_teacher: bool = True
 
 

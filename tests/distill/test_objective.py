@@ -95,7 +95,7 @@ def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
     student = build_detector(cfg, 1)
     student.load_state_dict(teacher.detector.state_dict())
     objective = DistillationObjective(student, teacher, build_criterion(LossConfig(), 1),
-                                      DistillConfig(tfd=1.0, cqd=1.0))
+                                      DistillConfig(tfd=1.0, cqd=1.0, cqd_proposals=2.0))
     targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]), "labels": torch.tensor([0]),
                 "image_id": torch.tensor(1), "orig_size": torch.tensor([64, 64]), "size": torch.tensor([64, 64])}]
     batch = Batch(images=torch.randn(1, 1, 3, 64, 64), masks=torch.zeros(1, 64, 64, dtype=torch.bool),
@@ -111,5 +111,13 @@ def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
     losses = objective(batch)
     assert losses["loss_tfd"] > 0 and losses["loss_cqd"] > 0
     losses["loss"].backward()
+    # CQD's proposal term reaches the student's two-stage scoring head, which the cross-view
+    # decoding alone (the teacher's queries, the student's decoder) never touches
+    head = other.query_selector.enc_class_embed.weight
+    for weight, reaches in ((0.0, False), (2.0, True)):
+        other.zero_grad(set_to_none=True)
+        cqd_only = DistillConfig(tfd=0.0, cqd=1.0, cqd_proposals=weight)
+        DistillationObjective(other, teacher, build_criterion(LossConfig(), 1), cqd_only)(batch)["loss_cqd"].backward()
+        assert (head.grad is not None and head.grad.abs().sum() > 0) == reaches
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in other.parameters())
