@@ -207,11 +207,6 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(
                 f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a weight >= 0 (0: off)"
             )
-    if cfg.distill.cqd_proposals > 0 and not cfg.model.two_stage:
-        raise ConfigError(
-            f"config key 'distill.cqd_proposals' = {cfg.distill.cqd_proposals}: the proposal term distils "
-            "two-stage encoder scores; it needs model.two_stage=true (or set it to 0)"
-        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

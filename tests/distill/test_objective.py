@@ -121,3 +121,22 @@ def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
         assert (head.grad is not None and head.grad.abs().sum() > 0) == reaches
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in other.parameters())
+
+
+@pytest.mark.parametrize("proposals", [0.0, 2.0])
+def test_proposal_term_needs_two_stage_models(proposals: float) -> None:
+    from v2idetr.config import DistillConfig, LossConfig, ModelConfig
+    from v2idetr.distill.objective import DistillationObjective
+    from v2idetr.models.criterion import build_criterion
+    from v2idetr.models.teacher import VideoTeacher
+
+    cfg = ModelConfig(backbone_stages=3, num_feature_levels=3, hidden_dim=32, nheads=4, enc_layers=1,
+                      dec_layers=1, ffn_dim=64, num_queries=8, dn_number=0, temporal="mean", two_stage=False)
+    teacher = VideoTeacher(cfg, num_classes=1, num_frames=1)
+    distill = DistillConfig(tfd=1.0, cqd=1.0, cqd_proposals=proposals)
+    make = lambda: DistillationObjective(build_detector(cfg, 1), teacher, build_criterion(LossConfig(), 1), distill)  # noqa: E731
+    if proposals > 0:
+        with pytest.raises(ConfigError, match=r"distill\.cqd_proposals.*two_stage=false"):
+            make()
+    else:
+        assert make().cqd is not None

@@ -15,6 +15,7 @@ from v2idetr.config import DistillConfig
 from v2idetr.data.collate import Batch
 from v2idetr.distill.cqd import CQDLoss
 from v2idetr.distill.tfd import TFDLoss
+from v2idetr.errors import ConfigError
 from v2idetr.models.backbone import FeatureMaps
 from v2idetr.models.detector import Detector, Memory
 from v2idetr.models.teacher import VideoTeacher
@@ -45,6 +46,14 @@ class DistillationObjective:
         levels = student.level_embed.shape[0]
         self.tfd = TFDLoss(d_s, d_t, levels, cfg.tfd_mask) if cfg.tfd > 0 else None
         self.cqd = CQDLoss(box_weight, giou_weight, proposal_weight=cfg.cqd_proposals) if cfg.cqd > 0 else None
+        two_stage = student.query_selector.two_stage and teacher.detector.query_selector.two_stage
+        if self.cqd is not None and cfg.cqd_proposals > 0 and not two_stage:
+            # checked here, not in the config: an image model without two-stage queries trains fine
+            raise ConfigError(
+                f"config key 'distill.cqd_proposals' = {cfg.cqd_proposals}: the proposal term distils "
+                "two-stage encoder scores, but the student or the teacher has model.two_stage=false; "
+                "set distill.cqd_proposals=0 or use two-stage models"
+            )
         self.extra_modules = nn.ModuleDict({"tfd": self.tfd} if self.tfd is not None else {})
 
     @torch.no_grad()
