@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,24 @@ def test_json_refuses_nan(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         atomic_write_json(tmp_path / "a.json", {"x": float("nan")})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_mode_a_plain_open_gives(tmp_path: Path, umask: int) -> None:
+    """mkstemp's temporary files are owner-only; outputs shared in a team's run folder must not be."""
+    import numpy as np
+
+    from v2idetr.deploy.video import VideoWriter
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "report.md", "x")
+        writer = VideoWriter(tmp_path / "clip.mp4", fps=5)
+        writer.write(np.zeros((16, 16, 3), dtype=np.uint8))
+        writer.close()
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for name in ("report.md", "clip.mp4", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name

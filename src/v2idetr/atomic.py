@@ -15,13 +15,28 @@ from pathlib import Path
 from typing import Any
 
 
+def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
+    """An empty temporary file next to ``path`` (same file system, so ``os.replace`` is atomic).
+
+    ``mkstemp`` creates it readable by its owner only; it gets the mode a plain ``open`` would
+    give (0666 minus the umask) so checkpoints and reports stay readable by the team that shares
+    the run folder.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` to produce the content, then move it into place atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_beside(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:

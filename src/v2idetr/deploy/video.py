@@ -7,7 +7,6 @@ interrupted run never leaves a truncated mp4 under the final name.
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from v2idetr.atomic import fsync_dir
+from v2idetr.atomic import fsync_dir, temp_beside
 
 if TYPE_CHECKING:
     from v2idetr.deploy.runtime import Detections
@@ -66,9 +65,7 @@ class VideoWriter:
     def __init__(self, path: str | Path, fps: float | Fraction = 25.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".tmp.mp4", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_beside(self.path, suffix=".tmp.mp4")
         self._fps = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(25)
         self._container = av.open(str(self._tmp), "w", format="mp4")
         self._stream = None
