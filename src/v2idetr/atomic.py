@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """An empty temporary file next to ``path`` (same file system, so ``os.replace`` is atomic).
+    """A new empty file next to ``path`` (same file system, so ``os.replace`` is atomic).
 
-    ``mkstemp`` creates it readable by its owner only; it gets the mode a plain ``open`` would
-    give (0666 minus the umask) so checkpoints and reports stay readable by the team that shares
-    the run folder.
+    Created with ``os.open(..., 0o666)`` so the kernel applies the umask and the output gets the
+    mode a plain ``open`` gives (``mkstemp`` would make checkpoints and reports owner-only).
     """
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-    finally:
-        os.close(fd)
-    return Path(name)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{path.parent}: could not create a temporary file for {path.name}")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

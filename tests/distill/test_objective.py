@@ -133,10 +133,10 @@ def test_proposal_term_needs_two_stage_models(proposals: float) -> None:
     cfg = ModelConfig(backbone_stages=3, num_feature_levels=3, hidden_dim=32, nheads=4, enc_layers=1,
                       dec_layers=1, ffn_dim=64, num_queries=8, dn_number=0, temporal="mean", two_stage=False)
     teacher = VideoTeacher(cfg, num_classes=1, num_frames=1)
-    distill = DistillConfig(tfd=1.0, cqd=1.0, cqd_proposals=proposals)
-    make = lambda: DistillationObjective(build_detector(cfg, 1), teacher, build_criterion(LossConfig(), 1), distill)  # noqa: E731
+    args = (build_detector(cfg, 1), teacher, build_criterion(LossConfig(), 1),
+            DistillConfig(tfd=1.0, cqd=1.0, cqd_proposals=proposals))
     if proposals > 0:
         with pytest.raises(ConfigError, match=r"distill\.cqd_proposals.*two_stage=false"):
-            make()
+            DistillationObjective(*args)
     else:
-        assert make().cqd is not None
+        assert DistillationObjective(*args).cqd is not None
