@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
 from v2idetr.cli import main
+from v2idetr.demo import plan
+from v2idetr.errors import ConfigError
 
 
 def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
@@ -22,3 +27,28 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
         assert (out / name / "eval" / "metrics.json").is_file()
     printed = capsys.readouterr().out
     assert "validate train.json: 0 problem(s)" in printed
+    # one lineage: the teacher starts from the baseline's step-1 checkpoint (kept), the student from it
+    s = plan(True, None).schedule
+    start = out / "baseline" / f"ckpt-{s.teacher_start:08d}.ckpt"
+    assert start.is_file()
+    teacher_cfg = json.loads((out / "teacher" / "config.json").read_text())
+    assert teacher_cfg["train"]["init_from"] == str(start) and teacher_cfg["train"]["steps"] == s.teacher_steps
+    assert json.loads((out / "baseline" / "config.json").read_text())["train"]["steps"] == s.steps
+    assert json.loads((out / "student" / "config.json").read_text())["train"]["steps"] == s.student_steps
+
+
+@pytest.mark.parametrize("steps", [None, 3, 4, 7, 1000])
+def test_plan_gives_every_single_frame_detector_the_same_steps(steps: int | None) -> None:
+    for quick in (False, True):
+        s = plan(quick, steps).schedule
+        assert s.teacher_start + s.teacher_steps + s.student_steps == s.steps
+        assert min(s.teacher_start, s.teacher_steps, s.student_steps) >= 1
+
+
+def test_default_plan_and_bad_steps() -> None:
+    p = plan(False, None)
+    assert (p.schedule.steps, p.schedule.teacher_start, p.schedule.teacher_steps, p.schedule.student_steps) == (
+        480, 256, 144, 80)
+    assert p.budget_min == 20.0 and f"data.batch_size={p.batch_size}" in p.extra
+    with pytest.raises(ConfigError, match="--steps 2"):
+        plan(False, 2)

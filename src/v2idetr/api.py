@@ -18,7 +18,7 @@ from v2idetr.config import Config, config_from_dict, load_config
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
 from v2idetr.distill.objective import DistillationObjective
-from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
+from v2idetr.engine.checkpoint import Checkpoint, find_resume_checkpoint, load_checkpoint
 from v2idetr.engine.coco_results import read_coco_results
 from v2idetr.engine.evaluator import evaluate as evaluate_predictions
 from v2idetr.engine.inference import build_eval_loader, predict_loader
@@ -81,6 +81,8 @@ def train(
         )
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed, not on what ran before
     built = build(cfg, num_classes)
+    if cfg.train.init_from and not (resume and find_resume_checkpoint(Path(out_dir)) is not None):
+        init_weights_from(built.model, cfg.train.init_from, train_index)
     meta = {
         "kind": "teacher" if cfg.model.temporal != "none" else "detector",
         "num_classes": num_classes,
@@ -161,6 +163,40 @@ def distill(
     )
     teacher_model.to(trainer.device)
     return trainer.fit(resume=resume)
+
+
+def init_weights_from(model: nn.Module, path: str | Path, train_index: DatasetIndex) -> None:
+    """Load a checkpoint's weights into ``model`` before training (``train.init_from``).
+
+    An image detector's weights start a teacher's shared detector (its temporal module starts fresh),
+    and a teacher's shared detector starts an image model; every other weight must fit exactly, so a
+    typo'd architecture fails here instead of training half-initialised."""
+    ckpt = load_checkpoint(Path(path))
+    where = f"{path} (train.init_from)"
+    if ckpt.meta.get("category_ids") != train_index.category_ids:
+        raise ConfigError(
+            f"{where}: trained on categories {ckpt.meta.get('category_ids')}, data.train has "
+            f"{train_index.category_ids}"
+        )
+    source = ckpt.ema if ckpt.ema is not None else ckpt.model  # the EMA's weights are the evaluated ones
+    own = model.state_dict()
+    teacher_model = any(k.startswith("detector.") for k in own)
+    teacher_ckpt = any(k.startswith("detector.") for k in source)
+    if teacher_model and not teacher_ckpt:
+        source = {f"detector.{k}": v for k, v in source.items()}
+    elif teacher_ckpt and not teacher_model:
+        source = {k.removeprefix("detector."): v for k, v in source.items() if k.startswith("detector.")}
+    fresh = [k for k in own if k not in source]
+    wrong = [k for k in own if k in source and source[k].shape != own[k].shape]
+    unused = [k for k in source if k not in own]
+    if wrong or unused or any(not k.startswith("temporal.") for k in fresh):
+        raise ConfigError(
+            f"{where}: its weights do not fit this config's model (shapes differ: {wrong[:5]}; not in the "
+            f"checkpoint: {[k for k in fresh if not k.startswith('temporal.')][:5]}; not in the model: "
+            f"{unused[:5]}); only a teacher's temporal module may start fresh"
+        )
+    model.load_state_dict({**own, **source})
+    log.info("initialised from %s%s", path, " (the temporal module starts fresh)" if fresh else "")
 
 
 def _init_student_from_teacher(student: nn.Module, teacher: nn.Module, path: str | Path) -> None:

@@ -73,6 +73,9 @@ class ModelConfig:
     temporal: str = "none"  # none | mean | msi  (teachers only)
     msi_layers: int = 2
     msi_points: int = 4
+    # each MSI layer's change to the features through a zero-initialised projection: the teacher starts
+    # as its image detector, what a teacher started from an image checkpoint (train.init_from) wants
+    msi_gate: bool = False
 
 
 @dataclass
@@ -124,6 +127,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads on CPU, 0: library default
     time_limit_min: float = 0.0  # stop (save, no validation; resume later) after this many minutes, 0: no limit
+    # start from a checkpoint's weights (an image detector's or a teacher's; a new temporal module starts
+    # fresh); not the optimiser or step: that is --resume. Ignored when resuming.
+    init_from: str = ""
     max_bad_steps: int = 20  # non-finite losses in a row before the run stops
     best_metric: str = "AP50"  # validation metric that selects best.ckpt (higher is better)
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from v2idetr.bench.accuracy import benchmark_accuracy, format_table, summarise
+from v2idetr.bench.accuracy import (
+    ROWS,
+    Schedule,
+    benchmark_accuracy,
+    continued_schedule,
+    format_table,
+    summarise,
+)
 from v2idetr.cli import main
 from v2idetr.config import DistillConfig
 from v2idetr.demo import QUICK_MODEL
@@ -41,6 +48,21 @@ def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
     assert "| baseline-2x |" in (out / "results.md").read_text()
 
 
+def test_lineage_runs_the_baseline_then_the_teacher_from_it(tmp_path: Path) -> None:
+    out = tmp_path / "acc"
+    args = ["bench", "accuracy", "--out", str(out), "--rows", "student", "--seeds", "0", "--steps", "3",
+            "--teacher-steps", "1", "--student-steps", "1", "--videos", "4", "--frames", "6", "--frame-size", "64",
+            "--no-progress", *QUICK]
+    assert main(args) == 0
+    runs = out / "runs"
+    teacher = json.loads((runs / "teacher" / "seed-0" / "config.json").read_text())["train"]
+    assert teacher["init_from"] == str(runs / "baseline" / "seed-0" / "ckpt-00000001.ckpt") and teacher["steps"] == 1
+    assert (runs / "baseline" / "seed-0" / "ckpt-00000001.ckpt").is_file()
+    assert json.loads((runs / "baseline" / "seed-0" / "config.json").read_text())["train"]["steps"] == 3
+    assert json.loads((runs / "student" / "seed-0" / "config.json").read_text())["train"]["steps"] == 1
+    assert "one lineage" in (out / "results.md").read_text()
+
+
 def test_summary_means_stds_and_gap_closed() -> None:
     def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
         return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,
@@ -62,3 +84,29 @@ def test_summary_means_stds_and_gap_closed() -> None:
 def test_unknown_rows_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="student-xyz"):
         benchmark_accuracy(tmp_path, rows=["student-xyz"])
+
+
+def test_lineage_schedule_gives_every_single_frame_row_the_same_steps(tmp_path: Path) -> None:
+    def steps(schedule: Schedule, name: str) -> int:
+        found = [o for o in schedule.overrides(ROWS[name], tmp_path / "base") if o.startswith("train.steps=")]
+        return int(found[-1].split("=")[1])
+
+    plain = Schedule(300)
+    assert [steps(plain, n) for n in ("baseline", "baseline-2x", "teacher", "student")] == [300, 600, 300, 300]
+    one = Schedule(480, teacher_steps=144, student_steps=80)
+    assert one.teacher_start == 256
+    assert steps(one, "baseline") == 480 and steps(one, "baseline-2x") == 960
+    assert {steps(one, n) for n in ("teacher", "teacher-mean")} == {144}
+    assert {steps(one, n) for n in ROWS if ROWS[n].kind == "distill"} == {80}
+    # teachers start from the baseline's step-256 checkpoint, which the baseline validates and keeps
+    init = [o for o in one.overrides(ROWS["teacher"], tmp_path / "base") if o.startswith("train.init_from=")]
+    assert init == [f"train.init_from={tmp_path / 'base' / 'ckpt-00000256.ckpt'}"]
+    assert "train.eval_every=256" in one.overrides(ROWS["baseline"], tmp_path / "base")
+    assert continued_schedule(80) == ["train.steps=80", "train.warmup_steps=8"]
+    assert "teachers 144 from the baseline's step 256" in one.describe()
+
+
+@pytest.mark.parametrize(("teacher", "student"), [(None, 5), (5, None), (0, 2), (6, 4), (3, 0)])
+def test_bad_lineages_are_refused(teacher: int | None, student: int | None) -> None:
+    with pytest.raises(ConfigError, match="--teacher-steps|--student-steps"):
+        Schedule(10, teacher, student)

@@ -18,6 +18,7 @@ from v2idetr.data.synthetic import generate
 from v2idetr.demo import QUICK_MODEL
 from v2idetr.engine.checkpoint import load_checkpoint
 from v2idetr.engine.trainer import TrainingError, lr_factor
+from v2idetr.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "student-tiny.yaml")
@@ -237,3 +238,28 @@ def test_time_limit_saves_without_validating_and_resume_validates(tiny_synth, tm
 
 def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_init_from_moves_weights_between_image_models_and_teachers(tiny_synth, tmp_path: Path) -> None:
+    """train.init_from: an image checkpoint starts a teacher's detector (temporal module fresh) and a
+    teacher's detector starts an image model; a checkpoint of another architecture is refused."""
+    teacher_cfg = str(ROOT / "configs" / "teacher-tiny.yaml")
+    image = tmp_path / "image"
+    api.train(TINY, _overrides(tiny_synth, "train.steps=2", "train.eval_every=0"), image, progress=False)
+    image_weights = load_checkpoint(image / "last.ckpt").model
+    teacher = tmp_path / "teacher"
+    api.train(teacher_cfg, _overrides(tiny_synth, "model.msi_points=2", "train.steps=0",
+                                      f"train.init_from={image / 'last.ckpt'}"), teacher, progress=False)
+    teacher_weights = load_checkpoint(teacher / "last.ckpt").model
+    assert any(k.startswith("temporal.") for k in teacher_weights)
+    for key, value in image_weights.items():
+        assert torch.equal(teacher_weights[f"detector.{key}"], value), key
+    back = tmp_path / "back"
+    api.train(TINY, _overrides(tiny_synth, "train.steps=0", f"train.init_from={teacher / 'last.ckpt'}"), back,
+              progress=False)
+    back_weights = load_checkpoint(back / "last.ckpt").model
+    assert back_weights.keys() == image_weights.keys()
+    assert all(torch.equal(back_weights[k], image_weights[k]) for k in image_weights)
+    with pytest.raises(ConfigError, match=r"train.init_from.*shapes differ.*input_proj"):
+        api.train(TINY, _overrides(tiny_synth, "train.steps=0", "model.hidden_dim=16",
+                                   f"train.init_from={image / 'last.ckpt'}"), tmp_path / "bad", progress=False)

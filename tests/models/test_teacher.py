@@ -91,3 +91,22 @@ def test_msi_with_one_frame_one_level_and_zero_offsets_is_pointwise() -> None:
         attn = layer.attn.output_proj(layer.attn.value_proj(x + msi.frame_embed.weight[0]))
         x = layer.ffn(layer.norm(x + attn))
     assert torch.allclose(out, x.transpose(1, 2).reshape_as(out), atol=1e-5)
+
+
+def test_gated_msi_starts_as_the_image_detector_and_its_gate_learns() -> None:
+    torch.manual_seed(0)
+    teacher = VideoTeacher(tiny(msi_gate=True), num_classes=1, num_frames=3).eval()
+    images = torch.randn(2, 3, 3, 64, 64)
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    out = teacher(images, masks)
+    alone = teacher.detector(images[:, 0], masks)
+    assert torch.equal(out["pred_logits"], alone["pred_logits"])
+    assert torch.equal(out["pred_boxes"], alone["pred_boxes"])
+    out["pred_logits"].sum().backward()
+    gate = teacher.temporal.gates[0]
+    assert gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0
+    # once the gate opens, the support frames matter
+    with torch.no_grad():
+        gate.weight.copy_(torch.eye(32))
+    images[:, 2] = torch.randn(2, 3, 64, 64)
+    assert not torch.allclose(teacher(images, masks)["pred_logits"], alone["pred_logits"])

@@ -2,7 +2,8 @@
 
 Every row is one training recipe (image baseline; teacher with MSI or plain frame averaging;
 students distilled with TFD, CQD or both, Gaussian or binary masks, random or fixed cross-view
-sampling), run with the same schedule and seeds as every other row. Checkpoints are chosen on the
+sampling), run with the same schedule and seeds as every other row: every row ``--steps`` (students
+on top of their teacher's), or one lineage of weights as in ``v2idetr demo`` (``Schedule``). Checkpoints are chosen on the
 validation split and every number is measured on the **test** split (a synthetic preset gets a
 test set generated from other seeds, so no video is shared). Finished row/seed runs are kept and
 never re-run; an interrupted one resumes from its last checkpoint. ``results.json`` and
@@ -25,6 +26,7 @@ from v2idetr import api
 from v2idetr.atomic import atomic_write_json, atomic_write_text
 from v2idetr.config import shipped_configs
 from v2idetr.data.synthetic import generate
+from v2idetr.engine.checkpoint import step_checkpoint_path
 from v2idetr.engine.evaluator import DEGRADED
 from v2idetr.errors import ConfigError
 
@@ -102,27 +104,93 @@ def _row_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, steps: int, extra: Sequence[str],
+def continued_schedule(steps: int) -> list[str]:
+    """Overrides of a run that continues from another's weights (a student from its teacher's) for
+    ``steps``: a warm-up of a tenth of them, not the config's, which is made for training from scratch."""
+    return [f"train.steps={steps}", f"train.warmup_steps={max(1, steps // 10)}"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Steps of every row. Without ``teacher_steps``/``student_steps`` every row trains ``steps``
+    (students on top of their teacher's). With both, one lineage of weights as in ``v2idetr demo``:
+    teachers start from the same seed's baseline at step ``steps - teacher_steps - student_steps``
+    and train ``teacher_steps``, students train ``student_steps`` from their teacher, so every
+    single-frame row has had ``steps`` optimiser steps."""
+
+    steps: int
+    teacher_steps: int | None = None
+    student_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"--steps {self.steps}: expected >= 1")
+        if (self.teacher_steps is None) != (self.student_steps is None):
+            raise ConfigError("--teacher-steps and --student-steps go together (one lineage of weights)")
+        if self.lineage and not (min(self.teacher_steps, self.student_steps) >= 1 and self.teacher_start >= 1):
+            raise ConfigError(
+                f"--teacher-steps {self.teacher_steps} --student-steps {self.student_steps}: expected >= 1 each "
+                f"and fewer than --steps {self.steps} together (the baseline's step the teachers start from)"
+            )
+
+    @property
+    def lineage(self) -> bool:
+        return self.teacher_steps is not None
+
+    @property
+    def teacher_start(self) -> int:
+        return self.steps - (self.teacher_steps or 0) - (self.student_steps or 0)
+
+    def describe(self) -> str:
+        if not self.lineage:
+            return f"{self.steps} steps per row (baseline-2x: {2 * self.steps}; students on top of their teacher's)"
+        return (f"one lineage: baseline {self.steps} steps (baseline-2x: {2 * self.steps}); teachers "
+                f"{self.teacher_steps} from the baseline's step {self.teacher_start}; students {self.student_steps} "
+                "from their teacher (every single-frame row has had as many steps as the baseline)")
+
+    def overrides(self, row: Row, baseline_run: Path) -> list[str]:
+        """The row's step overrides (they come after the user's, which they must win over);
+        ``baseline_run``: the folder of the baseline run a lineage's teacher starts from."""
+        if not self.lineage:
+            return [f"train.steps={self.steps * row.steps_factor}"]
+        assert self.teacher_steps is not None and self.student_steps is not None
+        if row.kind == "distill":
+            return continued_schedule(self.student_steps)
+        if row.config == "teacher":
+            start = step_checkpoint_path(baseline_run, self.teacher_start)
+            # the gated MSI starts as the baseline's detector
+            return [*continued_schedule(self.teacher_steps), f"train.init_from={start}", "model.msi_gate=true"]
+        steps = self.steps * row.steps_factor
+        if row.name != "baseline":
+            return [f"train.steps={steps}"]
+        # validates and keeps the checkpoint at the teachers' start step
+        return [f"train.steps={steps}", f"train.eval_every={self.teacher_start}",
+                f"train.keep_last={steps // self.teacher_start + 1}"]
+
+
+def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule: Schedule, extra: Sequence[str],
              progress: bool) -> dict[str, Any]:
-    """Train (or resume) one row for one seed and evaluate its best checkpoint on the test split."""
+    """Train (or resume) one row for one seed and evaluate its best checkpoint on the test split; first
+    the runs it starts from (a student's teacher; in a lineage, a teacher's baseline)."""
     run = _run_dir(out, row.name, seed)
     result_file = run / "test-metrics.json"
     if result_file.is_file():
         log.info("%s seed %d: done before, not re-run", row.name, seed)
         return json.loads(result_file.read_text())
+    needs = "teacher" if row.kind == "distill" else "baseline" if row.config == "teacher" and schedule.lineage else None
+    if needs and not (_run_dir(out, needs, seed) / "test-metrics.json").is_file():
+        _run_one(ROWS[needs], seed, out, splits, size, schedule, extra, progress)
     student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
-    overrides = [f"data.train={splits.train}", f"data.val={splits.val}", f"train.steps={steps * row.steps_factor}",
-                 f"train.seed={seed}", *extra, *row.overrides]
+    overrides = [f"data.train={splits.train}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
+                 *row.overrides, *schedule.overrides(row, _run_dir(out, "baseline", seed))]
     resume = (run / "last.ckpt").is_file()
     started = time.monotonic()
     if row.kind == "train":
         api.train(teacher_cfg if row.config == "teacher" else student_cfg, overrides, run, resume=resume,
                   progress=progress)
     else:
-        teacher = _run_dir(out, "teacher", seed) / "best.ckpt"
-        if not teacher.is_file():
-            _run_one(ROWS["teacher"], seed, out, splits, size, steps, extra, progress)
-        api.distill(teacher, student_cfg, overrides, run, resume=resume, progress=progress)
+        api.distill(_run_dir(out, "teacher", seed) / "best.ckpt", student_cfg, overrides, run, resume=resume,
+                    progress=progress)
     minutes = (time.monotonic() - started) / 60.0
     metrics = api.evaluate(run / "best.ckpt", splits.test, out_dir=run / "test", progress=False)
     record = {"row": row.name, "seed": seed, "minutes": minutes, "resumed": resume, **_row_metrics(metrics),
@@ -195,6 +263,8 @@ def benchmark_accuracy(
     synth: tuple[int, int, int] = (40, 48, 128),
     overrides: Sequence[str] = (),
     progress: bool = True,
+    teacher_steps: int | None = None,
+    student_steps: int | None = None,
 ) -> dict[str, Any]:
     """Run every (row, seed) not done yet and write ``results.json`` / ``results.md`` under ``out``.
 
@@ -207,8 +277,9 @@ def benchmark_accuracy(
         raise ConfigError(f"--rows: unknown {unknown}; expected any of {', '.join(ROWS)}")
     if size not in SIZES:
         raise ConfigError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
-    if steps < 1 or not seeds:
-        raise ConfigError("--steps must be >= 1 and at least one seed given")
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    schedule = Schedule(steps, teacher_steps, student_steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if data is not None:
@@ -219,14 +290,16 @@ def benchmark_accuracy(
         splits = synthetic_splits(out, preset or "ultrasound", *synth)
         source = f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px"
     split_name = "validation split (no test split given)" if splits.test_is_val else "test split"
-    header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs, {steps} steps per row "
-              f"(baseline-2x: {2 * steps}); numbers on the "
-              f"{split_name}; image-level protocol yona.")
+    header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs; {schedule.describe()}; "
+              + (f"overrides: `{' '.join(overrides)}`; " if overrides else "")
+              + f"numbers on the {split_name}; image-level protocol yona.")
     records: list[dict[str, Any]] = []
     for seed in seeds:
         for name in rows:
             print(f"== {name} (seed {seed}) ==", flush=True)
-            records.append(_run_one(ROWS[name], seed, out, splits, size, steps, list(overrides), progress))
+            records.append(
+                _run_one(ROWS[name], seed, out, splits, size, schedule, list(overrides), progress)
+            )
             table = summarise(records, rows)
             atomic_write_json(out / "results.json", {"header": header, "rows": table, "runs": records}, indent=2)
             atomic_write_text(out / "results.md", format_table(table, header))

@@ -55,6 +55,8 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         synth=(args.videos, args.frames, args.frame_size),
         overrides=args.overrides,
         progress=not args.no_progress,
+        teacher_steps=args.teacher_steps,
+        student_steps=args.student_steps,
     )
     print(format_table(result["rows"], result["header"]))
     print(f"wrote {args.out}/results.md and results.json")
@@ -97,6 +99,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--rows", nargs="+", default=None, help="subset of rows (default: all)")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     a.add_argument("--steps", type=int, default=800, help="training steps of every row")
+    a.add_argument("--teacher-steps", type=int, default=None,
+                   help="with --student-steps, one lineage as in `v2idetr demo`: teachers start from the baseline "
+                   "at step steps-N-K and train N, students K (default: every row trains --steps)")
+    a.add_argument("--student-steps", type=int, default=None, help="K: see --teacher-steps")
     a.add_argument("--size", default="tiny", choices=("tiny", "r50"), help="tiny (CPU, minutes) or r50 (GPU)")
     a.add_argument("--preset", default="ultrasound", choices=("ultrasound", "colonoscopy"))
     a.add_argument("--videos", type=int, default=40, help="synthetic train+val videos")

@@ -11,7 +11,9 @@ attention whose "levels" are the T x L (frame, level) maps. It samples ``msi_poi
 (key feature + position + frame embedding), then residual + LayerNorm + FFN. Support frames are
 told apart by a learned embedding of their position in the clip (0 = key frame) added to their
 values. The key frame's values are refreshed after each layer; support values stay the
-backbone's.
+backbone's. With ``gate`` (``model.msi_gate``) each layer's change to the key frame's features
+passes a learned projection that starts at zero, so a teacher whose detector starts from an image
+checkpoint starts as that detector and learns how much temporal context to mix in.
 
 Identity-like case (tested): with T = 1, L = 1 and zero sampling offsets every token samples
 exactly its own pixel centre, so the attention degenerates to a per-token linear map
@@ -99,9 +101,17 @@ class MSITemporal(nn.Module):
         n_points: int,
         ffn_dim: int,
         dropout: float,
+        gate: bool = False,
     ):
         super().__init__()
         self.num_frames = num_frames
+        # x + W (layer(x) - x) with W = 0 at first: the module starts as the identity. A zero-initialised
+        # D x D projection rather than a scalar gate: Adam moves each weight by about the LR per step,
+        # so a scalar would open far too slowly in a short fine-tuning
+        self.gates = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(num_layers)) if gate else None
+        for proj in self.gates or []:
+            nn.init.zeros_(proj.weight)
+            nn.init.zeros_(proj.bias)
         self.frame_embed = nn.Embedding(num_frames, d_model)
         nn.init.normal_(self.frame_embed.weight, std=0.02)
         self.layers = nn.ModuleList(
@@ -127,7 +137,8 @@ class MSITemporal(nn.Module):
         embed = self.frame_embed.weight
         support = [flatten_levels(f.srcs) + embed[t] for t, f in enumerate(frames) if t > 0]
         x = flatten_levels(key.srcs)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             values = torch.cat([x + embed[0], *support], 1)
-            x = layer(x, pos + embed[0], ref, values, all_shapes, all_starts, all_mask)
+            update = layer(x, pos + embed[0], ref, values, all_shapes, all_starts, all_mask)
+            x = update if self.gates is None else x + self.gates[i](update - x)
         return FeatureMaps(srcs=_unflatten_levels(x, key.srcs), masks=key.masks, pos=key.pos)

@@ -37,6 +37,7 @@ class VideoTeacher(nn.Module):
                 cfg.msi_points,
                 cfg.ffn_dim,
                 cfg.dropout,
+                gate=cfg.msi_gate,
             )
         elif cfg.temporal == "mean":
             self.temporal = MeanTemporal()
