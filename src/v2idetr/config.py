@@ -113,6 +113,7 @@ class TrainConfig:
     steps: int = 2000
     lr: float = 2e-4
     backbone_lr: float = 2e-5
+    temporal_lr: float = 0.0  # a teacher's temporal module (MSI); 0: train.lr
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     schedule: str = "cosine"  # cosine | step | constant

@@ -3,8 +3,8 @@
 Generates the data, validates it and prints its statistics, trains the image baseline, the video
 teacher and the distilled student, evaluates all three on the validation split, measures their
 speed, and writes ``report.md``. One lineage of weights, so that the comparison is fair at a CPU
-budget: the teacher starts from the baseline's checkpoint at step S (its gated MSI starting as the
-identity) and trains N steps, the student starts from the teacher and trains K, and the baseline goes on to
+budget: the teacher starts from the baseline's checkpoint at step S (its MSI fresh) and trains N
+steps, the student starts from the teacher and trains K, and the baseline goes on to
 S + N + K: every single-frame detector in the report has had the same number of optimiser steps.
 """
 
@@ -246,7 +246,7 @@ def _report(
                   + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")
                   + (" (above 100%: the student beats the teacher)" if gap is not None and gap > 1 else "")]
     lines += ["", "Same number of steps for every single-frame detector: the teacher starts from the baseline's "
-              f"checkpoint at step {p.schedule.teacher_start} (`train.init_from`; its gated MSI starts as the identity), the "
+              f"checkpoint at step {p.schedule.teacher_start} (`train.init_from`; its MSI fresh), the "
               "student from the teacher's shared weights (`distill.init_from_teacher=true`), and the baseline goes "
               f"on to step {p.schedule.steps}. One seed on the validation split: `v2idetr bench accuracy "
               f"--steps {p.schedule.steps} --teacher-steps {p.schedule.teacher_steps} --student-steps "

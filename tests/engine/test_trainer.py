@@ -263,3 +263,26 @@ def test_init_from_moves_weights_between_image_models_and_teachers(tiny_synth, t
     with pytest.raises(ConfigError, match=r"train.init_from.*shapes differ.*input_proj"):
         api.train(TINY, _overrides(tiny_synth, "train.steps=0", "model.hidden_dim=16",
                                    f"train.init_from={image / 'last.ckpt'}"), tmp_path / "bad", progress=False)
+
+
+def test_param_groups_give_the_backbone_and_the_temporal_module_their_own_rates() -> None:
+    from v2idetr.config import load_config
+    from v2idetr.engine.trainer import param_groups
+    from v2idetr.models.build import build_model
+
+    cfg = load_config(ROOT / "configs" / "teacher-tiny.yaml", [*QUICK_MODEL, "train.temporal_lr=3e-3"])
+    model = build_model(cfg, 1)
+    groups = {g["name"]: g for g in param_groups(model, cfg)}
+    assert [g["name"] for g in param_groups(model, cfg)][0].startswith("head")  # old checkpoints' order
+    named = {id(p): n for n, p in model.named_parameters()}
+    for name, group in groups.items():
+        part = name.removesuffix("_no_decay")
+        expected = {"head": cfg.train.lr, "temporal": 3e-3, "backbone": cfg.train.backbone_lr}[part]
+        assert group["lr"] == expected
+        for param in group["params"]:
+            full = named[id(param)]
+            assert full.startswith("temporal.") == (part == "temporal"), full
+            assert ("backbone.body" in full) == (part == "backbone"), full
+    assert sum(len(g["params"]) for g in groups.values()) == sum(1 for p in model.parameters() if p.requires_grad)
+    cfg.train.temporal_lr = 0.0  # off: the temporal module learns with the head
+    assert not any(g["name"].startswith("temporal") for g in param_groups(model, cfg))

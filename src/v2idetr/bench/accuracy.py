@@ -158,8 +158,7 @@ class Schedule:
             return continued_schedule(self.student_steps)
         if row.config == "teacher":
             start = step_checkpoint_path(baseline_run, self.teacher_start)
-            # the gated MSI starts as the baseline's detector
-            return [*continued_schedule(self.teacher_steps), f"train.init_from={start}", "model.msi_gate=true"]
+            return [*continued_schedule(self.teacher_steps), f"train.init_from={start}"]
         steps = self.steps * row.steps_factor
         if row.name != "baseline":
             return [f"train.steps={steps}"]

@@ -103,23 +103,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+_PARTS = ("head", "temporal", "backbone")
+
+
 def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
-    """Backbone at ``backbone_lr``; no weight decay on norms, biases and embeddings."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    """Backbone at ``backbone_lr``, a teacher's temporal module at ``temporal_lr`` (when set), the rest
+    at ``lr``; no weight decay on norms, biases and embeddings."""
+    lrs = {"backbone": cfg.train.backbone_lr, "head": cfg.train.lr, "temporal": cfg.train.temporal_lr or cfg.train.lr}
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        is_backbone = name.startswith("backbone.body") or ".backbone.body" in name
+        if name.startswith("backbone.body") or ".backbone.body" in name:
+            part = "backbone"
+        elif name.startswith("temporal.") and cfg.train.temporal_lr > 0:
+            part = "temporal"
+        else:
+            part = "head"
         no_decay = param.ndim <= 1 or "embed" in name or "norm" in name
-        groups.setdefault((is_backbone, no_decay), []).append(param)
+        groups.setdefault((part, no_decay), []).append(param)
     return [
         {
             "params": params,
-            "lr": cfg.train.backbone_lr if is_backbone else cfg.train.lr,
+            "lr": lrs[part],
             "weight_decay": 0.0 if no_decay else cfg.train.weight_decay,
-            "name": f"{'backbone' if is_backbone else 'head'}{'_no_decay' if no_decay else ''}",
+            "name": f"{part}{'_no_decay' if no_decay else ''}",
         }
-        for (is_backbone, no_decay), params in sorted(groups.items())
+        # the order of the groups without temporal_lr is that of older checkpoints' optimiser states
+        for (part, no_decay), params in sorted(groups.items(), key=lambda g: (_PARTS.index(g[0][0]), g[0][1]))
     ]
 
 
