@@ -26,6 +26,7 @@ from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, res
 from v2idetr.errors import CheckpointError, ConfigError, DatasetError
 from v2idetr.models.build import build, build_model
 from v2idetr.models.postprocess import PostProcess
+from v2idetr.models.teacher import VideoTeacher
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,7 @@ def init_weights_from(model: nn.Module, path: str | Path, train_index: DatasetIn
         )
     source = ckpt.ema if ckpt.ema is not None else ckpt.model  # the EMA's weights are the evaluated ones
     own = model.state_dict()
-    teacher_model = any(k.startswith("detector.") for k in own)
-    teacher_ckpt = any(k.startswith("detector.") for k in source)
+    teacher_model, teacher_ckpt = isinstance(model, VideoTeacher), ckpt.kind == "teacher"
     if teacher_model and not teacher_ckpt:
         source = {f"detector.{k}": v for k, v in source.items()}
     elif teacher_ckpt and not teacher_model:
