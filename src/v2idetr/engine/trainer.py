@@ -109,7 +109,7 @@ _PARTS = ("head", "temporal", "backbone")
 def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
     """Backbone at ``backbone_lr``, a teacher's temporal module at ``temporal_lr`` (when set), the rest
     at ``lr``; no weight decay on norms, biases and embeddings."""
-    lrs = {"backbone": cfg.train.backbone_lr, "head": cfg.train.lr, "temporal": cfg.train.temporal_lr or cfg.train.lr}
+    lrs = {"backbone": cfg.train.backbone_lr, "head": cfg.train.lr, "temporal": cfg.train.temporal_lr}
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
