@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from v2idetr.cli import main
+from v2idetr.data.load import load_index
 from v2idetr.demo import plan
 from v2idetr.errors import ConfigError
 
@@ -16,17 +19,23 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    for name in ("| baseline |", "| teacher |", "| student |", "yona", "AP50 by degradation"):
+    for name in ("| baseline |", "| teacher |", "| student |", "yona", "AP50 by degradation",
+                 "numbers on the test split", "lesions left a trace"):
         assert name in report
     for name in ("report.html", "training_curves.png", "pr_curves.png"):
         assert (out / name).is_file(), name
     assert "<table>" in (out / "report.html").read_text()
     assert len(list((out / "video").glob("*.mp4"))) == 1
+    # checkpoints chosen on validation, numbers on a test split of other videos
+    test = load_index(out / "data-test" / "train.json")
+    val_images = {f.path for f in load_index(out / "data" / "val.json").frames()}
+    assert test.num_frames and not val_images & {f.path for f in test.frames()}
     for name in ("baseline", "teacher", "student"):
         assert (out / name / "best.ckpt").is_file()
-        assert (out / name / "eval" / "metrics.json").is_file()
+        assert json.loads((out / name / "test" / "metrics.json").read_text())["num_frames"] == test.num_frames
     printed = capsys.readouterr().out
-    assert "validate train.json: 0 problem(s)" in printed
+    for split in ("data/train.json", "data/val.json", "data-test/train.json"):
+        assert f"validate {split}: 0 problem(s)" in printed
     # one lineage: the teacher starts from the baseline's step-1 checkpoint (kept), the student from it
     s = plan(True, None).schedule
     start = out / "baseline" / f"ckpt-{s.teacher_start:08d}.ckpt"
@@ -35,6 +44,16 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
     assert teacher_cfg["train"]["init_from"] == str(start) and teacher_cfg["train"]["steps"] == s.teacher_steps
     assert json.loads((out / "baseline" / "config.json").read_text())["train"]["steps"] == s.steps
     assert json.loads((out / "student" / "config.json").read_text())["train"]["steps"] == s.student_steps
+    # the bench command the report names trains the very same runs (configs equal up to the folders)
+    command = shlex.split(re.search(r"`(v2idetr bench accuracy [^`]*)`", report).group(1))[1:]
+    bench = tmp_path / "bench"
+    command[command.index("--out") + 1] = str(bench)
+    assert main([*command, "--no-progress"]) == 0
+    for name in ("baseline", "teacher", "student"):
+        config = (bench / "runs" / name / "seed-0" / "config.json").read_text()
+        for other in ("baseline", "teacher", "student"):
+            config = config.replace(str(bench / "runs" / other / "seed-0"), str(out / other))
+        assert json.loads(config.replace(str(bench), str(out))) == json.loads((out / name / "config.json").read_text())
 
 
 @pytest.mark.parametrize("steps", [None, 3, 4, 7, 1000])

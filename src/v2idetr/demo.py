@@ -1,8 +1,9 @@
 """`v2idetr demo`: the whole V2I-DETR story on a synthetic ultrasound dataset, on the CPU.
 
 Generates the data, validates it and prints its statistics, trains the image baseline, the video
-teacher and the distilled student, evaluates all three on the validation split, measures their
-speed, and writes ``report.md``. One lineage of weights, so that the comparison is fair at a CPU
+teacher and the distilled student (checkpoints chosen on the validation split), evaluates all three
+on a held-out test split generated from another seed (the same one `v2idetr bench accuracy` uses),
+measures their speed, and writes ``report.md``. One lineage of weights, so that the comparison is fair at a CPU
 budget: the teacher starts from the baseline's checkpoint at step S (its MSI fresh) and trains N
 steps, the student starts from the teacher and trains K, and the baseline goes on to
 S + N + K: every single-frame detector in the report has had the same number of optimiser steps.
@@ -22,16 +23,15 @@ import torch
 
 from v2idetr import api
 from v2idetr.atomic import atomic_write_text
-from v2idetr.bench.accuracy import ROWS, Schedule
+from v2idetr.bench.accuracy import ROWS, Schedule, synthetic_splits
 from v2idetr.bench.speed import benchmark_speed, format_speed_table
 from v2idetr.config import shipped_configs
 from v2idetr.data.commands import format_stats
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
-from v2idetr.data.synthetic import generate
 from v2idetr.data.validate import validate
 from v2idetr.deploy.runtime import Detector
-from v2idetr.engine.evaluator import DEGRADED, format_metrics_table, plot_pr_curves
+from v2idetr.engine.evaluator import DEGRADED, DEGRADED_IN_VIEW, format_metrics_table, plot_pr_curves
 from v2idetr.errors import ConfigError, DatasetError
 from v2idetr.report import annotated_video, disagreement_sheet, plot_training_curves, write_html
 
@@ -92,6 +92,14 @@ def plan(quick: bool, steps: int | None) -> DemoPlan:
     return DemoPlan(schedule=Schedule(total, teacher_steps=teacher, student_steps=student), **sizes)
 
 
+def bench_command(p: DemoPlan, seed: int) -> str:
+    """The `bench accuracy` command that reruns this demo's models (its rows and seed) over seeds."""
+    s = p.schedule
+    return (f"v2idetr bench accuracy --preset ultrasound --videos {p.videos} --frames {p.frames} --frame-size {p.size} "
+            f"--steps {s.steps} --teacher-steps {s.teacher_steps} --student-steps {s.student_steps} --seeds {seed} "
+            f"--rows baseline teacher student --out runs/bench/demo " + " ".join(p.extra))
+
+
 def _row(name: str, metrics: dict[str, Any], minutes: float, speed: dict[str, Any]) -> str:
     def f(key: str) -> str:
         value = metrics.get(key)
@@ -105,7 +113,8 @@ def _row(name: str, metrics: dict[str, Any], minutes: float, speed: dict[str, An
 
 
 def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int = 0) -> Path:
-    """Run every stage and return the path of ``report.md``."""
+    """Run every stage and return the path of ``report.md``; ``seed`` is the training seed (the data
+    are the benchmark's, so `bench_command` reruns this demo's models over seeds)."""
     p = plan(quick, steps)
     configs = shipped_configs()
     started = time.monotonic()
@@ -113,18 +122,19 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
           f"{p.budget_min:.0f} minutes on a 2-core CPU. Output: {out}")
 
     print("\n[1/5] synthetic ultrasound videos")
-    data = generate(out / "data", preset="ultrasound", videos=p.videos, frames=p.frames, size=p.size, seed=seed,
-                    overwrite=True, progress=not quick)
-    for split in (data.train_json, data.val_json):
+    data = synthetic_splits(out, "ultrasound", p.videos, p.frames, p.size, fresh=True, progress=not quick)
+    for split in (data.train, data.val, data.test):
         problems = validate(split)
-        print(f"validate {split.name}: {len(problems)} problem(s)")
+        print(f"validate {split.relative_to(out)}: {len(problems)} problem(s)")
         for problem in problems:
             print(f"  - {problem}")
         if problems:
             raise DatasetError(problems, header=f"{split}: the generated dataset is invalid")
-    print(format_stats(load_index(data.train_json)))
+    print(format_stats(load_index(data.train)))
+    test = load_index(data.test)
+    print(f"test split: {len(test.videos)} videos from another generator seed, {test.num_frames} frames")
 
-    common = [f"data.train={data.train_json}", f"data.val={data.val_json}", f"train.seed={seed}", *p.extra]
+    common = [f"data.train={data.train}", f"data.val={data.val}", f"train.seed={seed}", *p.extra]
 
     def overrides(row: str) -> list[str]:
         return [*common, *p.schedule.overrides(ROWS[row], out / "baseline")]
@@ -147,10 +157,10 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
     timed("student", api.distill, out / "teacher" / "best.ckpt", str(configs / "student-tiny.yaml"),
           overrides("student"), out / "student", False, not quick)
 
-    print("\n[5/5] evaluation on the validation split and speed")
+    print("\n[5/5] evaluation on the test split (checkpoints chosen on validation) and speed")
     for name in ("baseline", "teacher", "student"):
         ckpt = out / name / "best.ckpt"
-        metrics = api.evaluate(ckpt, data.val_json, out_dir=out / name / "eval", device="cpu", progress=False)
+        metrics = api.evaluate(ckpt, data.test, out_dir=out / name / "test", device="cpu", progress=False)
         runs[name]["metrics"] = metrics
         print(f"\n== {name} ==\n{format_metrics_table(metrics, max_videos=0)}")
     speed = benchmark_speed(
@@ -164,8 +174,8 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
         runs[row["model"]]["speed"] = row
 
     print("\nreport: curves, disagreements between baseline and student, annotated video")
-    figures = _figures(out, runs, load_index(data.val_json))
-    report = _report(runs, p, time.monotonic() - started, quick, figures)
+    figures = _figures(out, runs, test)
+    report = _report(runs, p, time.monotonic() - started, quick, figures, test, seed)
     path = out / "report.md"
     atomic_write_text(path, report)
     write_html(report, out / "report.html", "v2idetr demo report")
@@ -180,15 +190,15 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
     return path
 
 
-def _figures(out: Path, runs: dict[str, dict[str, Any]], val: DatasetIndex) -> dict[str, Any]:
+def _figures(out: Path, runs: dict[str, dict[str, Any]], test: DatasetIndex) -> dict[str, Any]:
     """The report's pictures and video, as paths relative to ``out``."""
     names = ("baseline", "teacher", "student")
     plot_training_curves({n: out / n for n in names}, out / "training_curves.png")
     curves = {n: (c["recall"], c["precision"]) for n in names if (c := runs[n]["metrics"].get("pr_curve"))}
     plot_pr_curves(curves, out / "pr_curves.png", ap50={n: runs[n]["metrics"]["AP50"] for n in names})
     detectors = {n: Detector.from_checkpoint(out / n / "best.ckpt", device="cpu") for n in ("baseline", "student")}
-    sheet, disagreements = disagreement_sheet(val, detectors, out / "disagreements.png")
-    video = annotated_video(detectors["student"], val, out / "video")
+    sheet, disagreements = disagreement_sheet(test, detectors, out / "disagreements.png")
+    video = annotated_video(detectors["student"], test, out / "video")
     return {
         "curves": "training_curves.png",
         "pr": "pr_curves.png",
@@ -211,14 +221,17 @@ def _gap_closed(runs: dict[str, dict[str, Any]], split: str | None) -> float | N
 
 
 def _report(
-    runs: dict[str, dict[str, Any]], p: DemoPlan, seconds: float, quick: bool, figures: dict[str, Any]
+    runs: dict[str, dict[str, Any]], p: DemoPlan, seconds: float, quick: bool, figures: dict[str, Any],
+    test: DatasetIndex, seed: int,
 ) -> str:
     protocol = runs["baseline"]["metrics"]["protocol"]
     lines = [
         "# v2idetr demo report",
         "",
         f"Synthetic ultrasound preset, {p.videos} videos x {p.frames} frames at {p.size} px; "
-        f"batch {p.batch_size}, {p.schedule.describe()}; validation split; image-level protocol `{protocol}`; "
+        f"batch {p.batch_size}, {p.schedule.describe()}; checkpoints chosen on the validation split, numbers on "
+        f"the test split ({len(test.videos)} videos, {test.num_frames} frames from another generator seed); "
+        f"image-level protocol `{protocol}`; "
         "CPU speed at batch 1 "
         f"({torch.get_num_threads()} threads). Total {seconds / 60:.1f} min, "
         + ("within" if seconds <= 60 * p.budget_min else "over") + f" the {p.budget_min:.0f}-minute budget"
@@ -240,7 +253,9 @@ def _report(
                 "n/a" if split[d].get("AP50") is None else f"{split[d]['AP50']:.3f}" for d in degradations
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for label, split in (("all frames", None), ("degraded frames", DEGRADED)):
+    for label, split in (("all frames", None), ("degraded frames", DEGRADED),
+                         ("degraded frames whose lesions left a trace in the frame (all but `hopeless`: what a "
+                          "single-frame model can find)", DEGRADED_IN_VIEW)):
         gap = _gap_closed(runs, split)
         lines += ["", f"Share of the baseline-to-teacher AP50 gap the student closes on {label}: "
                   + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")
@@ -248,11 +263,10 @@ def _report(
     lines += ["", "Same number of steps for every single-frame detector: the teacher starts from the baseline's "
               f"checkpoint at step {p.schedule.teacher_start} (`train.init_from`; its MSI fresh), the "
               "student from the teacher's shared weights (`distill.init_from_teacher=true`), and the baseline goes "
-              f"on to step {p.schedule.steps}. One seed on the validation split: `v2idetr bench accuracy "
-              f"--steps {p.schedule.steps} --teacher-steps {p.schedule.teacher_steps} --student-steps "
-              f"{p.schedule.student_steps}` measures the same lineage over seeds on a test split."]
+              f"on to step {p.schedule.steps}. One seed: `{bench_command(p, seed)}` trains the same lineage on the "
+              "same data and test split (add seeds for mean ± standard deviation)."]
     lines += ["", "## Training curves", "", f"![training curves]({figures['curves']})",
-              "", "## Precision-recall (validation)", "", f"![PR curves]({figures['pr']})",
+              "", "## Precision-recall (test)", "", f"![PR curves]({figures['pr']})",
               "", "## Degraded frames where baseline and student differ", ""]
     if figures["sheet"]:
         lines += [f"{figures['disagreements']} degraded frames where they find a different number of lesions "
@@ -260,7 +274,7 @@ def _report(
                   f"![disagreements]({figures['sheet']})"]
     else:
         lines.append("Baseline and student find the same lesions on every degraded frame.")
-    lines += ["", f"Student predictions on the validation video with the most degraded frames: {figures['video']}"]
+    lines += ["", f"Student predictions on the test video with the most degraded frames: {figures['video']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -276,5 +290,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="the baseline's training steps S+N+K (default 480); the teacher trains N = 30%% of them from "
                    "the baseline's step S, the student K = 1/6 from the teacher")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seed (the data are generator seeds 0 and 1000, as in `v2idetr bench accuracy`)")
     p.set_defaults(func=_demo)

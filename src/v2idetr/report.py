@@ -1,5 +1,5 @@
 """The demo report's pictures and HTML: training curves, PR curves, a contact sheet of degraded
-frames where two models disagree, and an annotated validation video.
+frames where two models disagree, and an annotated video.
 
 Everything here reads what training and evaluation already wrote (``metrics.jsonl``, checkpoints,
 the dataset) and writes files atomically; nothing retrains or re-scores.
@@ -112,7 +112,7 @@ def disagreement_sheet(
 
 
 def annotated_video(detector: Detector, index: DatasetIndex, out_dir: str | Path, fps: float = 10.0) -> Path:
-    """The model's boxes drawn on the validation video with the most degraded frames, as an mp4."""
+    """The model's boxes drawn on ``index``'s video with the most degraded frames, as an mp4."""
     video = max(index.videos, key=lambda v: (sum(f.degradation not in (None, "none") for f in v.frames),
                                              sum(len(f.boxes) for f in v.frames)))
     one = replace(index, videos=[video])

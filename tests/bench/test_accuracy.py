@@ -46,6 +46,14 @@ def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
     assert longer["train"]["steps"] == 4 and longer["model"] == json.loads(
         (out / "runs" / "baseline" / "seed-0" / "config.json").read_text())["model"]
     assert "| baseline-2x |" in (out / "results.md").read_text()
+    # a record from a version that measured fewer metrics: the same checkpoint is evaluated again
+    record_file = out / "runs" / "baseline" / "seed-0" / "test-metrics.json"
+    old = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({k: v for k, v in old.items() if k != "AP50_degraded_in_view"}))
+    weights = (out / "runs" / "baseline" / "seed-0" / "last.ckpt").stat().st_mtime_ns
+    assert main([*args[:5], "baseline", *args[7:]]) == 0
+    assert json.loads(record_file.read_text()) == old
+    assert (out / "runs" / "baseline" / "seed-0" / "last.ckpt").stat().st_mtime_ns == weights  # not retrained
 
 
 def test_lineage_runs_the_baseline_then_the_teacher_from_it(tmp_path: Path) -> None:
@@ -66,7 +74,7 @@ def test_lineage_runs_the_baseline_then_the_teacher_from_it(tmp_path: Path) -> N
 def test_summary_means_stds_and_gap_closed() -> None:
     def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
         return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,
-                "AP50_degraded": degraded}
+                "AP50_degraded": degraded, "AP50_degraded_in_view": None if degraded is None else degraded + 0.1}
 
     records = [rec("baseline", 0, 0.6, 0.2), rec("teacher", 0, 0.8, 0.6), rec("student", 0, 0.7, 0.3),
                rec("baseline", 1, 0.5), rec("teacher", 1, 0.9), rec("student", 1, 0.8)]
@@ -78,6 +86,10 @@ def test_summary_means_stds_and_gap_closed() -> None:
     # degraded frames only in seed 0: (0.3 - 0.2) / (0.6 - 0.2), the missing seed is left out, not zero
     assert table["student"]["gap_closed_AP50_degraded"]["mean"] == pytest.approx(0.25)
     assert table["student"]["AP50_degraded"]["mean"] == pytest.approx(0.3)
+    assert table["student"]["gap_closed_AP50_degraded_in_view"]["mean"] == pytest.approx(0.25)
+    # a record without a metric (an older version's) counts as missing there, not as an error
+    del records[0]["AP50_degraded_in_view"]
+    assert summarise(records, ["student"])["student"]["gap_closed_AP50_degraded_in_view"] is None
     assert "| 0.250 ± 0.000 |" in format_table(table, "# t")
 
 

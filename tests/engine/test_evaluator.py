@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
-from v2idetr.engine.evaluator import DEGRADED, evaluate, format_metrics_table, plot_pr_curves
+from v2idetr.engine.evaluator import (
+    DEGRADED,
+    DEGRADED_IN_VIEW,
+    evaluate,
+    format_metrics_table,
+    plot_pr_curves,
+)
 
 G = [10.0, 10.0, 50.0, 50.0]
 REQUIRED = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR100", "precision", "recall", "f1",
@@ -65,10 +71,10 @@ def test_by_degradation_and_by_video_splits() -> None:
     preds[7] = {"boxes": np.array([[0, 0, 20, 20]], np.float32), "scores": np.array([0.9], np.float32),
                 "labels": np.zeros(1, np.int64)}  # a false alarm on b's lesion-free blur frame
     m = evaluate(index, preds)
-    assert set(m["by_degradation"]) == {"none", "blur", DEGRADED}
+    assert set(m["by_degradation"]) == {"none", "blur", DEGRADED, DEGRADED_IN_VIEW}
     none, blur = m["by_degradation"]["none"], m["by_degradation"]["blur"]
-    # the only degraded kind here is blur, so the "all degraded" group equals it
-    assert m["by_degradation"][DEGRADED] == blur
+    # the only degraded kind here is blur, with every lesion in view, so both pooled groups equal it
+    assert m["by_degradation"][DEGRADED] == blur == m["by_degradation"][DEGRADED_IN_VIEW]
     # "none": frames 1, 2, 4, 6 -> 3 boxes, all found, no alarm on frame 4
     assert (none["num_frames"], none["num_gt"]) == (4, 3)
     assert none["AP50"] == pytest.approx(1.0) and none["recall"] == pytest.approx(1.0)
@@ -89,6 +95,23 @@ def test_by_degradation_and_by_video_splits() -> None:
     assert a["recall"] == pytest.approx(2 / 3) and b["recall"] == pytest.approx(0.5)
     assert a["flicker"] == pytest.approx(0.5) and b["flicker"] == pytest.approx(1.0)
     assert m["flicker"] == pytest.approx(2 / 3)
+
+
+def test_degraded_in_view_leaves_out_frames_whose_lesion_left_no_trace() -> None:
+    index = make_index({"a": [([G], "none"), ([G], "blur"), ([G], "hopeless"), ([], "hopeless")]})
+    hopeless, empty = index.videos[0].frames[2], index.videos[0].frames[3]
+    hopeless.extra["lesion_visible"] = False
+    empty.extra["lesion_visible"] = False  # a lesion-free frame keeps its false alarms in the split
+    assert not hopeless.lesion_in_view and empty.lesion_in_view
+    preds = perfect(index, image_ids={1, 2})  # the hopeless lesion is missed
+    preds[4] = {"boxes": np.array([G], np.float32), "scores": np.array([0.9], np.float32),
+                "labels": np.zeros(1, np.int64)}
+    m = evaluate(index, preds)["by_degradation"]
+    assert list(m)[-2:] == [DEGRADED, DEGRADED_IN_VIEW]
+    assert (m[DEGRADED]["num_frames"], m[DEGRADED]["num_gt"], m[DEGRADED]["recall"]) == (3, 2, 0.5)
+    in_view = m[DEGRADED_IN_VIEW]
+    assert (in_view["num_frames"], in_view["num_gt"], in_view["recall"]) == (2, 1, 1.0)
+    assert in_view["false_alarms_per_1000"] == pytest.approx(1000.0)
 
 
 def test_metrics_json_and_pr_curve_written(tmp_path: Path) -> None:

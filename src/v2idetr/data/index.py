@@ -63,6 +63,12 @@ class FrameRecord:
         value = self.extra.get("degradation")
         return None if value is None else str(value)
 
+    @property
+    def lesion_in_view(self) -> bool:
+        """False on a frame whose annotated lesions left no trace in its pixels (the synthetic
+        ``hopeless`` degradation, ``lesion_visible: false``): only temporal context can find them."""
+        return self.is_negative or bool(self.extra.get("lesion_visible", True))
+
 
 @dataclass
 class VideoRecord:
