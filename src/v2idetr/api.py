@@ -82,7 +82,7 @@ def train(
         )
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed, not on what ran before
     built = build(cfg, num_classes)
-    if cfg.train.init_from and not (resume and find_resume_checkpoint(Path(out_dir)) is not None):
+    if cfg.train.init_from and not _resuming(resume, out_dir):
         init_weights_from(built.model, cfg.train.init_from, train_index)
     meta = {
         "kind": "teacher" if cfg.model.temporal != "none" else "detector",
@@ -138,8 +138,9 @@ def distill(
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed, not on what ran before
     built = build(cfg, num_classes)
     student = built.model
-    if cfg.distill.init_from_teacher:
-        _init_student_from_teacher(student, teacher_model, teacher)
+    if cfg.distill.init_from_teacher and not _resuming(resume, out_dir):
+        init_weights_from(student, teacher, train_index, key="distill.init_from_teacher",
+                          hint="; set distill.init_from_teacher=false to distil into another architecture")
     objective = DistillationObjective(student, teacher_model, built.criterion, cfg.distill)
     clip_mode = "random" if cfg.distill.cqd_sampling == "random" else teacher_cfg.data.clip_mode
     meta = {
@@ -166,14 +167,20 @@ def distill(
     return trainer.fit(resume=resume)
 
 
-def init_weights_from(model: nn.Module, path: str | Path, train_index: DatasetIndex) -> None:
-    """Load a checkpoint's weights into ``model`` before training (``train.init_from``).
+def _resuming(resume: bool, out_dir: str | Path) -> bool:
+    """Whether the run goes on from a checkpoint of its own, whose weights replace any initial ones."""
+    return resume and find_resume_checkpoint(Path(out_dir)) is not None
+
+
+def init_weights_from(model: nn.Module, path: str | Path, train_index: DatasetIndex, key: str = "train.init_from",
+                      hint: str = "") -> None:
+    """Load a checkpoint's weights into ``model`` before training (``key``: the option that asked).
 
     An image detector's weights start a teacher's shared detector (its temporal module starts fresh),
-    and a teacher's shared detector starts an image model; every other weight must fit exactly, so a
-    typo'd architecture fails here instead of training half-initialised."""
+    and a teacher's shared detector starts an image model (a student); every other weight must fit
+    exactly, so a typo'd architecture fails here instead of training half-initialised."""
     ckpt = load_checkpoint(Path(path))
-    where = f"{path} (train.init_from)"
+    where = f"{path} ({key})"
     if ckpt.meta.get("category_ids") != train_index.category_ids:
         raise ConfigError(
             f"{where}: trained on categories {ckpt.meta.get('category_ids')}, data.train has "
@@ -193,21 +200,10 @@ def init_weights_from(model: nn.Module, path: str | Path, train_index: DatasetIn
         raise ConfigError(
             f"{where}: its weights do not fit this config's model (shapes differ: {wrong[:5]}; not in the "
             f"checkpoint: {[k for k in fresh if not k.startswith('temporal.')][:5]}; not in the model: "
-            f"{unused[:5]}); only a teacher's temporal module may start fresh"
+            f"{unused[:5]}); only a teacher's temporal module may start fresh{hint}"
         )
     model.load_state_dict({**own, **source})
     log.info("initialised from %s%s", path, " (the temporal module starts fresh)" if fresh else "")
-
-
-def _init_student_from_teacher(student: nn.Module, teacher: nn.Module, path: str | Path) -> None:
-    """Start the student from the teacher's shared detector weights when the architectures agree."""
-    shared = teacher.detector.state_dict()  # type: ignore[union-attr]
-    own = student.state_dict()
-    if set(shared) != set(own) or any(shared[k].shape != own[k].shape for k in own):
-        log.warning("%s: teacher's detector differs from the student's architecture; student starts fresh", path)
-        return
-    student.load_state_dict(shared)
-    log.info("student initialised from the teacher's shared weights (%s)", path)
 
 
 def load_model(

@@ -23,7 +23,7 @@ import torch
 
 from v2idetr import api
 from v2idetr.atomic import atomic_write_text
-from v2idetr.bench.accuracy import ROWS, Schedule, synthetic_splits
+from v2idetr.bench.accuracy import ROWS, Schedule, gap_closed, synthetic_splits
 from v2idetr.bench.speed import benchmark_speed, format_speed_table
 from v2idetr.config import shipped_configs
 from v2idetr.data.commands import format_stats
@@ -214,10 +214,7 @@ def _gap_closed(runs: dict[str, dict[str, Any]], split: str | None) -> float | N
         m = runs[name]["metrics"]
         return (m["by_degradation"].get(split, {}) if split else m).get("AP50")
 
-    base, teacher, student = ap50("baseline"), ap50("teacher"), ap50("student")
-    if None in (base, teacher, student) or teacher <= base:
-        return None
-    return (student - base) / (teacher - base)
+    return gap_closed(ap50("baseline"), ap50("teacher"), ap50("student"))
 
 
 def _report(

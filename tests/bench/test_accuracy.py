@@ -13,6 +13,7 @@ from v2idetr.bench.accuracy import (
     benchmark_accuracy,
     continued_schedule,
     format_table,
+    gap_closed,
     summarise,
 )
 from v2idetr.cli import main
@@ -71,6 +72,20 @@ def test_lineage_runs_the_baseline_then_the_teacher_from_it(tmp_path: Path) -> N
     assert "one lineage" in (out / "results.md").read_text()
 
 
+def test_overrides_after_rows_are_overrides_not_rows(monkeypatch, tmp_path: Path) -> None:
+    seen: dict = {}
+
+    def fake(out, **kwargs):
+        seen.update(kwargs)
+        return {"rows": {}, "header": "# t"}
+
+    monkeypatch.setattr("v2idetr.bench.accuracy.benchmark_accuracy", fake)
+    assert main(["bench", "accuracy", "train.lr=1e-3", "--out", str(tmp_path), "--rows", "baseline", "teacher",
+                 "data.batch_size=4"]) == 0
+    assert seen["rows"] == ["baseline", "teacher"]
+    assert seen["overrides"] == ["train.lr=1e-3", "data.batch_size=4"]
+
+
 def test_summary_means_stds_and_gap_closed() -> None:
     def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
         return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,
@@ -90,7 +105,14 @@ def test_summary_means_stds_and_gap_closed() -> None:
     # a record without a metric (an older version's) counts as missing there, not as an error
     del records[0]["AP50_degraded_in_view"]
     assert summarise(records, ["student"])["student"]["gap_closed_AP50_degraded_in_view"] is None
-    assert "| 0.250 ± 0.000 |" in format_table(table, "# t")
+    assert "| 0.250 ± 0.000 (1 of 2 seeds) |" in format_table(table, "# t")
+    # a seed where the teacher does not lead has no gap to close: left out, and n/a when no seed is left
+    records += [rec("baseline", 2, 0.9), rec("teacher", 2, 0.85), rec("student", 2, 0.7)]
+    again = summarise(records, ["baseline", "teacher", "student"])["student"]["gap_closed_AP50"]
+    assert again["mean"] == pytest.approx((0.5 + 0.75) / 2) and again["seeds"] == 2
+    worse = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.5), rec("student", 0, 0.7)]
+    assert summarise(worse, ["student"])["student"]["gap_closed_AP50"] is None
+    assert gap_closed(0.6, 0.8, 0.7) == pytest.approx(0.5) and gap_closed(0.6, 0.6, 0.7) is None
 
 
 def test_unknown_rows_are_refused(tmp_path: Path) -> None:
@@ -116,6 +138,8 @@ def test_lineage_schedule_gives_every_single_frame_row_the_same_steps(tmp_path: 
     assert "train.eval_every=256" in one.overrides(ROWS["baseline"], tmp_path / "base")
     assert continued_schedule(80) == ["train.steps=80", "train.warmup_steps=8"]
     assert "teachers 144 from the baseline's step 256" in one.describe()
+    assert "baseline-2x" not in one.describe(["baseline", "teacher"])
+    assert "baseline-2x: 960" in one.describe(["baseline", "baseline-2x"])
 
 
 @pytest.mark.parametrize(("teacher", "student"), [(None, 5), (5, None), (0, 2), (6, 4), (3, 0)])

@@ -145,10 +145,12 @@ class Schedule:
     def teacher_start(self) -> int:
         return self.steps - (self.teacher_steps or 0) - (self.student_steps or 0)
 
-    def describe(self) -> str:
+    def describe(self, rows: Sequence[str] = ()) -> str:
+        """The schedule in words; ``baseline-2x``'s steps only when it is among ``rows``."""
+        twice = f" (baseline-2x: {2 * self.steps})" if "baseline-2x" in rows else ""
         if not self.lineage:
-            return f"{self.steps} steps per row (baseline-2x: {2 * self.steps}; students on top of their teacher's)"
-        return (f"one lineage: baseline {self.steps} steps (baseline-2x: {2 * self.steps}); teachers "
+            return f"{self.steps} steps per row{twice}; students on top of their teacher's"
+        return (f"one lineage: baseline {self.steps} steps{twice}; teachers "
                 f"{self.teacher_steps} from the baseline's step {self.teacher_start}; students {self.student_steps} "
                 "from their teacher (every single-frame row has had as many steps as the baseline)")
 
@@ -219,9 +221,18 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(np.mean(kept)), float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0
 
 
+def gap_closed(baseline: float | None, teacher: float | None, row: float | None) -> float | None:
+    """The share of the baseline-to-teacher gap ``row`` closes; None unless the teacher leads, since
+    a ratio over a gap that is not there (or is noise around zero) says nothing."""
+    if baseline is None or teacher is None or row is None or teacher <= baseline:
+        return None
+    return (row - baseline) / (teacher - baseline)
+
+
 def summarise(records: list[dict[str, Any]], rows: Sequence[str]) -> dict[str, Any]:
     """Mean and standard deviation over seeds per row; the share of the baseline-to-teacher AP50 gap
-    each row closes on all frames and on degraded frames (per seed, then averaged)."""
+    each row closes on all frames and on degraded frames (per seed where the teacher leads, then
+    averaged; ``seeds`` in the entry says over how many)."""
     table: dict[str, Any] = {}
     for name in rows:
         mine = [r for r in records if r["row"] == name]
@@ -236,19 +247,22 @@ def summarise(records: list[dict[str, Any]], rows: Sequence[str]) -> dict[str, A
         for key in GAP_METRICS:
             gaps = []
             for seed in entry["seeds"]:
-                base, teach, me = (by_seed.get((n, seed)) for n in ("baseline", "teacher", name))
-                if base and teach and me and None not in (base.get(key), teach.get(key), me.get(key)) \
-                        and teach[key] != base[key]:
-                    gaps.append((me[key] - base[key]) / (teach[key] - base[key]))
-            entry[f"gap_closed_{key}"] = dict(zip(("mean", "std"), _mean_std(gaps), strict=True)) if gaps else None
+                base, teach, me = (by_seed.get((n, seed)) or {} for n in ("baseline", "teacher", name))
+                gap = gap_closed(base.get(key), teach.get(key), me.get(key))
+                if gap is not None:
+                    gaps.append(gap)
+            entry[f"gap_closed_{key}"] = (
+                {**dict(zip(("mean", "std"), _mean_std(gaps), strict=True)), "seeds": len(gaps)} if gaps else None
+            )
     return table
 
 
 def format_table(table: dict[str, Any], header: str) -> str:
-    def cell(entry: dict[str, Any] | None) -> str:
+    def cell(entry: dict[str, Any] | None, of: int | None = None) -> str:
         if not entry or entry["mean"] is None:
             return "n/a"
-        return f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+        text = f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+        return text + (f" ({entry['seeds']} of {of} seeds)" if of is not None and entry["seeds"] < of else "")
 
     lines = [header, "",
              "| row | what | seeds | AP | AP50 | AP75 | F1 | AP50 degraded | AP50 degraded, lesion in view "
@@ -258,13 +272,15 @@ def format_table(table: dict[str, Any], header: str) -> str:
         lines.append(
             f"| {name} | {ROWS[name].description} | {len(e['seeds'])} | {cell(e['AP'])} | {cell(e['AP50'])} | "
             f"{cell(e['AP75'])} | {cell(e['f1'])} | {cell(e['AP50_degraded'])} | "
-            f"{cell(e['AP50_degraded_in_view'])} | {cell(e['gap_closed_AP50'])} | {cell(e['gap_closed_AP50_degraded'])} | "
-            f"{cell(e['gap_closed_AP50_degraded_in_view'])} | {e['minutes']:.1f} |"
+            f"{cell(e['AP50_degraded_in_view'])} | "
+            + " | ".join(cell(e[f"gap_closed_{key}"], len(e["seeds"])) for key in GAP_METRICS)
+            + f" | {e['minutes']:.1f} |"
         )
     lines += ["", "Gap closed = (row - baseline) / (teacher - baseline) of AP50 on all test frames, on the "
               "degraded ones (every degradation but none), and on the degraded ones whose lesions left a trace in "
               "the frame (all but the synthetic `hopeless` frames, where only a video model can find the lesion: "
-              "a single-frame student's ceiling), per seed, then mean ± standard deviation over seeds."]
+              "a single-frame student's ceiling), per seed, then mean ± standard deviation over the seeds where the "
+              "teacher leads the baseline (n/a where it leads on none: there is no gap to close)."]
     return "\n".join(lines) + "\n"
 
 
@@ -306,7 +322,7 @@ def benchmark_accuracy(
         splits = synthetic_splits(out, preset or "ultrasound", *synth)
         source = f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px"
     split_name = "validation split (no test split given)" if splits.test_is_val else "test split"
-    header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs; {schedule.describe()}; "
+    header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs; {schedule.describe(rows)}; "
               + (f"overrides: `{' '.join(overrides)}`; " if overrides else "")
               + f"numbers on the {split_name}; image-level protocol yona.")
     records: list[dict[str, Any]] = []

@@ -44,16 +44,19 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         if not (args.train and args.val):
             raise SystemExit("v2idetr bench accuracy: give both --train and --val (and optionally --test)")
         data = (args.train, args.val, args.test)
+    # `--rows a b key=value` hands the overrides to --rows (argparse cannot tell): no row has a "="
+    rows = [r for r in args.rows or () if "=" not in r]
+    overrides = [*args.overrides, *(r for r in args.rows or () if "=" in r)]
     result = benchmark_accuracy(
         args.out,
-        rows=args.rows or tuple(ROWS),
+        rows=rows or tuple(ROWS),
         seeds=args.seeds,
         steps=args.steps,
         size=args.size,
         preset=args.preset,
         data=data,
         synth=(args.videos, args.frames, args.frame_size),
-        overrides=args.overrides,
+        overrides=overrides,
         progress=not args.no_progress,
         teacher_steps=args.teacher_steps,
         student_steps=args.student_steps,
