@@ -124,7 +124,8 @@ def distill(
             "distill trains an image student: its config needs model.temporal=none and data.num_frames=1 "
             f"(got {cfg.model.temporal!r}, {cfg.data.num_frames})"
         )
-    teacher_model, teacher_cfg, teacher_meta = load_model(teacher, device="cpu")
+    teacher_ckpt = load_checkpoint(Path(teacher))  # read once: it builds the teacher and starts the student
+    teacher_model, teacher_cfg, teacher_meta = load_model(teacher_ckpt, device="cpu")
     if teacher_meta.get("kind") != "teacher":
         raise CheckpointError(f"{teacher}: --teacher must be a video teacher checkpoint, this one is an image model")
     train_index = load_dataset(cfg, cfg.data.train, "train")
@@ -139,7 +140,7 @@ def distill(
     built = build(cfg, num_classes)
     student = built.model
     if cfg.distill.init_from_teacher and not _resuming(resume, out_dir):
-        init_weights_from(student, teacher, train_index, key="distill.init_from_teacher",
+        init_weights_from(student, teacher_ckpt, train_index, key="distill.init_from_teacher",
                           hint="; set distill.init_from_teacher=false to distil into another architecture")
     objective = DistillationObjective(student, teacher_model, built.criterion, cfg.distill)
     clip_mode = "random" if cfg.distill.cqd_sampling == "random" else teacher_cfg.data.clip_mode
@@ -172,14 +173,15 @@ def _resuming(resume: bool, out_dir: str | Path) -> bool:
     return resume and find_resume_checkpoint(Path(out_dir)) is not None
 
 
-def init_weights_from(model: nn.Module, path: str | Path, train_index: DatasetIndex, key: str = "train.init_from",
-                      hint: str = "") -> None:
+def init_weights_from(model: nn.Module, source_ckpt: str | Path | Checkpoint, train_index: DatasetIndex,
+                      key: str = "train.init_from", hint: str = "") -> None:
     """Load a checkpoint's weights into ``model`` before training (``key``: the option that asked).
 
     An image detector's weights start a teacher's shared detector (its temporal module starts fresh),
     and a teacher's shared detector starts an image model (a student); every other weight must fit
     exactly, so a typo'd architecture fails here instead of training half-initialised."""
-    ckpt = load_checkpoint(Path(path))
+    ckpt = source_ckpt if isinstance(source_ckpt, Checkpoint) else load_checkpoint(Path(source_ckpt))
+    path = ckpt.path
     where = f"{path} ({key})"
     if ckpt.meta.get("category_ids") != train_index.category_ids:
         raise ConfigError(
