@@ -11,7 +11,8 @@ import pytest
 
 from v2idetr.cli import main
 from v2idetr.data.load import load_index
-from v2idetr.demo import plan
+from v2idetr.demo import _lead_in_lesions, plan
+from v2idetr.engine.evaluator import DEGRADED
 from v2idetr.errors import ConfigError
 
 
@@ -20,7 +21,7 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     for name in ("| baseline |", "| teacher |", "| student |", "yona", "AP50 by degradation",
-                 "numbers on the test split", "lesions left a trace"):
+                 "numbers on the test split", "lesions left a trace", "| lesions (test) |"):
         assert name in report
     for name in ("report.html", "training_curves.png", "pr_curves.png"):
         assert (out / name).is_file(), name
@@ -71,3 +72,15 @@ def test_default_plan_and_bad_steps() -> None:
     assert p.budget_min == 20.0 and f"data.batch_size={p.batch_size}" in p.extra
     with pytest.raises(ConfigError, match="--steps 2"):
         plan(False, 2)
+
+
+def test_lead_in_lesions_counts_the_teachers_lead_on_the_split() -> None:
+    def run(ap50_all: float | None, ap50_degraded: float | None) -> dict:
+        split = {"AP50": ap50_degraded, "num_gt": 40}
+        return {"metrics": {"AP50": ap50_all, "num_gt": 200, "by_degradation": {DEGRADED: split}}}
+
+    runs = {"baseline": run(0.80, 0.50), "teacher": run(0.85, 0.60), "student": run(0.84, 0.55)}
+    assert _lead_in_lesions(runs, DEGRADED) == " (the teacher leads by +0.100 AP50 on 40 lesions: roughly 4 lesions' worth)"
+    assert "+0.050 AP50 on 200 lesions: roughly 10" in _lead_in_lesions(runs, None)
+    runs["teacher"] = run(0.85, None)  # a split without lesions in the teacher's run: nothing to count
+    assert _lead_in_lesions(runs, DEGRADED) == ""

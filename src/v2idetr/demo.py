@@ -217,6 +217,21 @@ def _gap_closed(runs: dict[str, dict[str, Any]], split: str | None) -> float | N
     return gap_closed(ap50("baseline"), ap50("teacher"), ap50("student"))
 
 
+def _lead_in_lesions(runs: dict[str, dict[str, Any]], split: str | None) -> str:
+    """The teacher's lead as a count of lesions, so that a reader sees how few decide the share: one
+    run on a small test split is a rough reading, which `bench accuracy` over seeds firms up."""
+    def split_metrics(name: str) -> dict[str, Any]:
+        m = runs[name]["metrics"]
+        return m["by_degradation"].get(split, {}) if split else m
+
+    base, teacher = split_metrics("baseline"), split_metrics("teacher")
+    if base.get("AP50") is None or teacher.get("AP50") is None or not base.get("num_gt"):
+        return ""
+    lead = teacher["AP50"] - base["AP50"]
+    return (f" (the teacher leads by {lead:+.3f} AP50 on {base['num_gt']} lesions: roughly "
+            f"{round(lead * base['num_gt'])} lesions' worth)")
+
+
 def _report(
     runs: dict[str, dict[str, Any]], p: DemoPlan, seconds: float, quick: bool, figures: dict[str, Any],
     test: DatasetIndex, seed: int,
@@ -250,13 +265,18 @@ def _report(
                 "n/a" if split[d].get("AP50") is None else f"{split[d]['AP50']:.3f}" for d in degradations
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        counts = runs["baseline"]["metrics"]["by_degradation"]
+        lines.append("| lesions (test) | " + " | ".join(str(counts[d].get("num_gt", "n/a")) for d in degradations) + " |")
     for label, split in (("all frames", None), ("degraded frames", DEGRADED),
                          ("degraded frames whose lesions left a trace in the frame (all but `hopeless`: what a "
                           "single-frame model can find)", DEGRADED_IN_VIEW)):
         gap = _gap_closed(runs, split)
         lines += ["", f"Share of the baseline-to-teacher AP50 gap the student closes on {label}: "
                   + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")
-                  + (" (above 100%: the student beats the teacher)" if gap is not None and gap > 1 else "")]
+                  + (" (above 100%: the student beats the teacher)" if gap is not None and gap > 1 else "")
+                  + _lead_in_lesions(runs, split)]
+    lines += ["", "A few lesions decide these shares on a test split this small, so they swing between runs "
+              "and seeds; the `bench accuracy` command below, with more seeds, gives their mean and spread."]
     lines += ["", "Same number of steps for every single-frame detector: the teacher starts from the baseline's "
               f"checkpoint at step {p.schedule.teacher_start} (`train.init_from`; its MSI fresh), the "
               "student from the teacher's shared weights (`distill.init_from_teacher=true`), and the baseline goes "
