@@ -11,6 +11,7 @@ from v2idetr.bench.accuracy import (
     ROWS,
     Schedule,
     benchmark_accuracy,
+    check_settings,
     continued_schedule,
     format_table,
     gap_closed,
@@ -55,6 +56,15 @@ def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
     assert main([*args[:5], "baseline", *args[7:]]) == 0
     assert json.loads(record_file.read_text()) == old
     assert (out / "runs" / "baseline" / "seed-0" / "last.ckpt").stat().st_mtime_ns == weights  # not retrained
+    # the folder keeps its settings: another schedule or test split would be compared with these runs
+    assert args[9:11] == ["--steps", "2"]
+    for changed, key in (([*args[:10], "3", *args[11:]], "schedule"), ([*args, "--test-videos", "5"], "test_videos"),
+                         ([*args, "train.lr=1e-3"], "overrides")):
+        capsys.readouterr()
+        assert main(changed) == 2
+        err = capsys.readouterr().err
+        assert "bench.json" in err and key in err and "another --out" in err
+    assert json.loads(record_file.read_text()) == old
 
 
 def test_lineage_runs_the_baseline_then_the_teacher_from_it(tmp_path: Path) -> None:
@@ -113,6 +123,24 @@ def test_summary_means_stds_and_gap_closed() -> None:
     worse = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.5), rec("student", 0, 0.7)]
     assert summarise(worse, ["student"])["student"]["gap_closed_AP50"] is None
     assert gap_closed(0.6, 0.8, 0.7) == pytest.approx(0.5) and gap_closed(0.6, 0.6, 0.7) is None
+
+
+def test_settings_are_written_once_and_checked(tmp_path: Path) -> None:
+    settings = {"size": "tiny", "schedule": (480, 144, 80), "overrides": ["data.batch_size=8"]}
+    check_settings(tmp_path, settings)
+    check_settings(tmp_path, dict(settings))  # the same settings (tuples read back as lists): accepted
+    with pytest.raises(ConfigError, match=r"bench.json.*overrides: \['data.batch_size=8'\] before, \[\] now"):
+        check_settings(tmp_path, {**settings, "overrides": []})
+    (tmp_path / "bench.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable"):
+        check_settings(tmp_path, settings)
+
+
+def test_test_videos_only_with_a_preset(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--test-videos 0"):
+        benchmark_accuracy(tmp_path, rows=["baseline"], test_videos=0)
+    with pytest.raises(ConfigError, match="--test-videos 3"):
+        benchmark_accuracy(tmp_path, rows=["baseline"], test_videos=3, data=("t.json", "v.json", None))
 
 
 def test_unknown_rows_are_refused(tmp_path: Path) -> None:

@@ -81,18 +81,47 @@ class Splits:
     test_is_val: bool = False
 
 
+def default_test_videos(videos: int) -> int:
+    """A quarter as many test videos as train + val, at least 4."""
+    return max(4, videos // 4)
+
+
 def synthetic_splits(out: Path, preset: str, videos: int, frames: int, size: int, seed: int = 0, *,
-                     fresh: bool = False, progress: bool = False) -> Splits:
-    """Train/val from one generator seed, test (a quarter as many videos, at least 4) from another,
-    so no video is shared; reused if present unless ``fresh``."""
+                     test_videos: int | None = None, fresh: bool = False, progress: bool = False) -> Splits:
+    """Train/val from one generator seed, test (``test_videos``, default `default_test_videos`) from
+    another, so no video is shared; reused if present unless ``fresh``."""
     data, test = out / "data", out / "data-test"
     if fresh or not (data / "val.json").is_file():
         generate(data, preset=preset, videos=videos, frames=frames, size=size, seed=seed, overwrite=True,
                  progress=progress)
     if fresh or not (test / "train.json").is_file():
-        generate(test, preset=preset, videos=max(4, videos // 4), frames=frames, size=size, seed=seed + 1000,
-                 val_fraction=0.0, overwrite=True, progress=progress)
+        generate(test, preset=preset, videos=test_videos or default_test_videos(videos), frames=frames, size=size,
+                 seed=seed + 1000, val_fraction=0.0, overwrite=True, progress=progress)
     return Splits(data / "train.json", data / "val.json", test / "train.json")
+
+
+SETTINGS_FILE = "bench.json"
+
+
+def check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to add runs to a folder whose finished runs were made with other settings (data,
+    schedule, size, overrides): they are reused, not re-run, so the table would compare unlike runs.
+    Rows and seeds may be added. The first call writes ``bench.json``."""
+    path = out / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
+    if not path.is_file():
+        atomic_write_json(path, settings, indent=2)
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable benchmark settings ({e}); expected the JSON this command writes") from e
+    changed = [f"{key}: {before.get(key)!r} before, {settings.get(key)!r} now"
+               for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
+    if changed:
+        raise ConfigError(f"{path}: this folder's runs were made with other settings ({'; '.join(changed)}); "
+                          "its finished runs would be reused, not re-run: give another --out, or the same settings "
+                          "(rows and seeds may differ)")
 
 
 def _run_dir(out: Path, row: str, seed: int) -> Path:
@@ -293,6 +322,7 @@ def benchmark_accuracy(
     preset: str | None = "ultrasound",
     data: tuple[str, str, str | None] | None = None,
     synth: tuple[int, int, int] = (40, 48, 128),
+    test_videos: int | None = None,
     overrides: Sequence[str] = (),
     progress: bool = True,
     teacher_steps: int | None = None,
@@ -302,7 +332,8 @@ def benchmark_accuracy(
 
     ``data = (train, val, test)`` uses your own COCO-VID files (without a test file the validation
     split is reported, and the table says so); otherwise ``preset`` generates ``synth = (videos,
-    frames, size)`` synthetic data.
+    frames, size)`` synthetic data and ``test_videos`` test videos. A folder keeps its settings
+    (`check_settings`): only rows and seeds can be added to it.
     """
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
@@ -312,15 +343,26 @@ def benchmark_accuracy(
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
     schedule = Schedule(steps, teacher_steps, student_steps)
+    if test_videos is not None and (test_videos < 1 or data is not None):
+        raise ConfigError(f"--test-videos {test_videos}: expected >= 1, and only with a synthetic preset "
+                          "(your own data bring their --test file)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, {
+        "size": size, "schedule": [steps, teacher_steps, student_steps], "overrides": list(overrides),
+        "data": None if data is None else [x and str(Path(x).resolve()) for x in data],
+        "synthetic": None if data is not None else {
+            "preset": preset or "ultrasound", "videos_frames_size": list(synth),
+            "test_videos": test_videos or default_test_videos(synth[0])},
+    })
     if data is not None:
         train, val, test = data
         splits = Splits(Path(train), Path(val), Path(test or val), test_is_val=test is None)
         source = f"{train} (checkpoints chosen on {val})"
     else:
-        splits = synthetic_splits(out, preset or "ultrasound", *synth)
-        source = f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px"
+        splits = synthetic_splits(out, preset or "ultrasound", *synth, test_videos=test_videos)
+        source = (f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px "
+                  f"(test: {test_videos or default_test_videos(synth[0])} other videos)")
     split_name = "validation split (no test split given)" if splits.test_is_val else "test split"
     header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs; {schedule.describe(rows)}; "
               + (f"overrides: `{' '.join(overrides)}`; " if overrides else "")

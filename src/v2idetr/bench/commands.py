@@ -56,6 +56,7 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         preset=args.preset,
         data=data,
         synth=(args.videos, args.frames, args.frame_size),
+        test_videos=args.test_videos,
         overrides=overrides,
         progress=not args.no_progress,
         teacher_steps=args.teacher_steps,
@@ -111,6 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--videos", type=int, default=40, help="synthetic train+val videos")
     a.add_argument("--frames", type=int, default=48, help="frames per synthetic video")
     a.add_argument("--frame-size", type=int, default=128, help="synthetic frame size in pixels")
+    a.add_argument("--test-videos", type=int, default=None,
+                   help="synthetic test videos (default: a quarter of --videos, at least 4); more make the "
+                   "degraded-frame numbers, which rest on a few lesions, steadier")
     a.add_argument("--train", default=None, help="your own COCO-VID train JSON (instead of a preset)")
     a.add_argument("--val", default=None, help="validation JSON: chooses the checkpoints")
     a.add_argument("--test", default=None, help="test JSON: the reported numbers (default: val, labelled so)")
