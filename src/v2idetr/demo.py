@@ -208,23 +208,22 @@ def _figures(out: Path, runs: dict[str, dict[str, Any]], test: DatasetIndex) -> 
     }
 
 
+def _split_metrics(runs: dict[str, dict[str, Any]], name: str, split: str | None) -> dict[str, Any]:
+    """A model's test metrics on a degradation split (``None``: all frames)."""
+    m = runs[name]["metrics"]
+    return m["by_degradation"].get(split, {}) if split else m
+
+
 def _gap_closed(runs: dict[str, dict[str, Any]], split: str | None) -> float | None:
     """Share of the baseline-to-teacher AP50 gap the student closes (on a degradation split or overall)."""
-    def ap50(name: str) -> float | None:
-        m = runs[name]["metrics"]
-        return (m["by_degradation"].get(split, {}) if split else m).get("AP50")
-
-    return gap_closed(ap50("baseline"), ap50("teacher"), ap50("student"))
+    base, teacher, student = (_split_metrics(runs, n, split).get("AP50") for n in ("baseline", "teacher", "student"))
+    return gap_closed(base, teacher, student)
 
 
 def _lead_in_lesions(runs: dict[str, dict[str, Any]], split: str | None) -> str:
     """The teacher's lead as a count of lesions, so that a reader sees how few decide the share: one
     run on a small test split is a rough reading, which `bench accuracy` over seeds firms up."""
-    def split_metrics(name: str) -> dict[str, Any]:
-        m = runs[name]["metrics"]
-        return m["by_degradation"].get(split, {}) if split else m
-
-    base, teacher = split_metrics("baseline"), split_metrics("teacher")
+    base, teacher = _split_metrics(runs, "baseline", split), _split_metrics(runs, "teacher", split)
     if base.get("AP50") is None or teacher.get("AP50") is None or not base.get("num_gt"):
         return ""
     lead = teacher["AP50"] - base["AP50"]

@@ -127,7 +127,12 @@ def test_summary_means_stds_and_gap_closed() -> None:
 
 def test_settings_are_written_once_and_checked(tmp_path: Path) -> None:
     settings = {"size": "tiny", "schedule": (480, 144, 80), "overrides": ["data.batch_size=8"]}
-    check_settings(tmp_path, settings)
+    check_settings(tmp_path, {**settings, "size": "r50"})
+    check_settings(tmp_path, settings)  # no run yet (a first try that failed): the settings are replaced
+    assert json.loads((tmp_path / "bench.json").read_text())["size"] == "tiny"
+    run = tmp_path / "runs" / "baseline" / "seed-0"
+    run.mkdir(parents=True)
+    (run / "last.ckpt").write_bytes(b"")
     check_settings(tmp_path, dict(settings))  # the same settings (tuples read back as lists): accepted
     with pytest.raises(ConfigError, match=r"bench.json.*overrides: \['data.batch_size=8'\] before, \[\] now"):
         check_settings(tmp_path, {**settings, "overrides": []})

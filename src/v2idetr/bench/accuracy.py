@@ -104,12 +104,14 @@ SETTINGS_FILE = "bench.json"
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse to add runs to a folder whose finished runs were made with other settings (data,
-    schedule, size, overrides): they are reused, not re-run, so the table would compare unlike runs.
-    Rows and seeds may be added. The first call writes ``bench.json``."""
+    """Refuse to add runs to a folder whose runs were made with other settings (data, schedule, size,
+    overrides): they are reused or resumed, not re-run, so the table would compare unlike runs. Rows
+    and seeds may be added. While the folder holds no run (say, the first try named a missing file)
+    the settings are simply (re)written to ``bench.json``."""
     path = out / SETTINGS_FILE
     settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
-    if not path.is_file():
+    has_runs = any(f.name in ("last.ckpt", "test-metrics.json") for f in (out / "runs").glob("*/seed-*/*"))
+    if not path.is_file() or not has_runs:
         atomic_write_json(path, settings, indent=2)
         return
     try:
@@ -348,12 +350,12 @@ def benchmark_accuracy(
                           "(your own data bring their --test file)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    test_videos = test_videos or default_test_videos(synth[0])
     check_settings(out, {
         "size": size, "schedule": [steps, teacher_steps, student_steps], "overrides": list(overrides),
         "data": None if data is None else [x and str(Path(x).resolve()) for x in data],
         "synthetic": None if data is not None else {
-            "preset": preset or "ultrasound", "videos_frames_size": list(synth),
-            "test_videos": test_videos or default_test_videos(synth[0])},
+            "preset": preset or "ultrasound", "videos_frames_size": list(synth), "test_videos": test_videos},
     })
     if data is not None:
         train, val, test = data
@@ -362,7 +364,7 @@ def benchmark_accuracy(
     else:
         splits = synthetic_splits(out, preset or "ultrasound", *synth, test_videos=test_videos)
         source = (f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px "
-                  f"(test: {test_videos or default_test_videos(synth[0])} other videos)")
+                  f"(test: {test_videos} other videos)")
     split_name = "validation split (no test split given)" if splits.test_is_val else "test split"
     header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs; {schedule.describe(rows)}; "
               + (f"overrides: `{' '.join(overrides)}`; " if overrides else "")
