@@ -222,7 +222,7 @@ def _gap_closed(runs: dict[str, dict[str, Any]], split: str | None) -> float | N
 
 def _lead_in_lesions(runs: dict[str, dict[str, Any]], split: str | None) -> str:
     """The teacher's lead as a count of lesions, so that a reader sees how few decide the share: one
-    run on a small test split is a rough reading, which `bench accuracy` over seeds firms up."""
+    run on a small test split is a rough reading (`bench accuracy --test-videos` measures it better)."""
     base, teacher = _split_metrics(runs, "baseline", split), _split_metrics(runs, "teacher", split)
     if base.get("AP50") is None or teacher.get("AP50") is None or not base.get("num_gt"):
         return ""
@@ -275,7 +275,8 @@ def _report(
                   + (" (above 100%: the student beats the teacher)" if gap is not None and gap > 1 else "")
                   + _lead_in_lesions(runs, split)]
     lines += ["", "A few lesions decide these shares on a test split this small, so they swing between runs "
-              "and seeds; the `bench accuracy` command below, with more seeds, gives their mean and spread."]
+              "and seeds; the `bench accuracy` command below, with more seeds and a bigger test split "
+              "(`--test-videos`: seeds alone share one test split's sampling error), gives their mean and spread."]
     lines += ["", "Same number of steps for every single-frame detector: the teacher starts from the baseline's "
               f"checkpoint at step {p.schedule.teacher_start} (`train.init_from`; its MSI fresh), the "
               "student from the teacher's shared weights (`distill.init_from_teacher=true`), and the baseline goes "

@@ -106,8 +106,8 @@ SETTINGS_FILE = "bench.json"
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Refuse to add runs to a folder whose runs were made with other settings (data, schedule, size,
     overrides): they are reused or resumed, not re-run, so the table would compare unlike runs. Rows
-    and seeds may be added. While the folder holds no run (say, the first try named a missing file)
-    the settings are simply (re)written to ``bench.json``."""
+    and seeds may be added. A folder without runs (say, the first try named a missing file) or
+    without ``bench.json`` (made before this check) simply gets the given settings written."""
     path = out / SETTINGS_FILE
     settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
     has_runs = any(f.name in ("last.ckpt", "test-metrics.json") for f in (out / "runs").glob("*/seed-*/*"))
