@@ -179,3 +179,16 @@ def test_lineage_schedule_gives_every_single_frame_row_the_same_steps(tmp_path: 
 def test_bad_lineages_are_refused(teacher: int | None, student: int | None) -> None:
     with pytest.raises(ConfigError, match="--teacher-steps|--student-steps"):
         Schedule(10, teacher, student)
+
+
+def test_every_row_is_a_valid_config_and_ablations_change_one_thing() -> None:
+    """Each row's overrides load on its config; a distillation ablation switches off only its own term."""
+    from v2idetr.config import load_config, shipped_configs
+
+    defaults = DistillConfig()
+    for row in ROWS.values():
+        cfg = load_config(shipped_configs() / f"{row.config}-tiny.yaml", list(row.overrides))
+        assert (cfg.data.num_frames > 1) == (row.config == "teacher"), row.name
+    no_prop = load_config(shipped_configs() / "student-tiny.yaml", list(ROWS["student-no-proposals"].overrides))
+    assert no_prop.distill.cqd_proposals == 0.0 and defaults.cqd_proposals > 0
+    assert (no_prop.distill.tfd, no_prop.distill.cqd) == (defaults.tfd, defaults.cqd)

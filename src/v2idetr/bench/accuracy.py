@@ -66,6 +66,8 @@ ROWS: dict[str, Row] = {
         Row("student-tfd", "distill", "student", ("distill.cqd=0.0",), "student, TFD only"),
         Row("student-cqd", "distill", "student", ("distill.tfd=0.0",), "student, CQD only"),
         Row("student", "distill", "student", (), "student, TFD + CQD"),
+        Row("student-no-proposals", "distill", "student", ("distill.cqd_proposals=0.0",),
+            "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
         Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
         Row("student-fixed-sampling", "distill", "student", ("distill.cqd_sampling=fixed",),
             "student, fixed cross-view sampling"),
