@@ -31,7 +31,13 @@ from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
 from v2idetr.data.validate import validate
 from v2idetr.deploy.runtime import Detector
-from v2idetr.engine.evaluator import DEGRADED, DEGRADED_IN_VIEW, format_metrics_table, plot_pr_curves
+from v2idetr.engine.evaluator import (
+    DEGRADED,
+    DEGRADED_IN_VIEW,
+    ONE_FRAME_SUFFICES,
+    format_metrics_table,
+    plot_pr_curves,
+)
 from v2idetr.errors import ConfigError, DatasetError
 from v2idetr.report import annotated_video, disagreement_sheet, plot_training_curves, write_html
 
@@ -268,7 +274,9 @@ def _report(
         lines.append("| lesions (test) | " + " | ".join(str(counts[d].get("num_gt", "n/a")) for d in degradations) + " |")
     for label, split in (("all frames", None), ("degraded frames", DEGRADED),
                          ("degraded frames whose lesions left a trace in the frame (all but `hopeless`: what a "
-                          "single-frame model can find)", DEGRADED_IN_VIEW)):
+                          "single-frame model can find)", DEGRADED_IN_VIEW),
+                         ("frames one frame suffices for (all but `hopeless` and `distractor`, whose look-alike "
+                          "only a video model can tell from a lesion)", ONE_FRAME_SUFFICES)):
         gap = _gap_closed(runs, split)
         lines += ["", f"Share of the baseline-to-teacher AP50 gap the student closes on {label}: "
                   + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")

@@ -12,6 +12,7 @@ from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 from v2idetr.engine.evaluator import (
     DEGRADED,
     DEGRADED_IN_VIEW,
+    ONE_FRAME_SUFFICES,
     evaluate,
     format_metrics_table,
     plot_pr_curves,
@@ -71,10 +72,13 @@ def test_by_degradation_and_by_video_splits() -> None:
     preds[7] = {"boxes": np.array([[0, 0, 20, 20]], np.float32), "scores": np.array([0.9], np.float32),
                 "labels": np.zeros(1, np.int64)}  # a false alarm on b's lesion-free blur frame
     m = evaluate(index, preds)
-    assert set(m["by_degradation"]) == {"none", "blur", DEGRADED, DEGRADED_IN_VIEW}
+    assert list(m["by_degradation"]) == ["none", "blur", DEGRADED, DEGRADED_IN_VIEW, ONE_FRAME_SUFFICES]
     none, blur = m["by_degradation"]["none"], m["by_degradation"]["blur"]
     # the only degraded kind here is blur, with every lesion in view, so both pooled groups equal it
     assert m["by_degradation"][DEGRADED] == blur == m["by_degradation"][DEGRADED_IN_VIEW]
+    # and one frame suffices for every frame: that group is all of them
+    everything = m["by_degradation"][ONE_FRAME_SUFFICES]
+    assert everything["num_frames"] == 7 and everything["AP50"] == pytest.approx(m["AP50"]) and m["AP50"] < 1.0
     # "none": frames 1, 2, 4, 6 -> 3 boxes, all found, no alarm on frame 4
     assert (none["num_frames"], none["num_gt"]) == (4, 3)
     assert none["AP50"] == pytest.approx(1.0) and none["recall"] == pytest.approx(1.0)
@@ -107,11 +111,29 @@ def test_degraded_in_view_leaves_out_frames_whose_lesion_left_no_trace() -> None
     preds[4] = {"boxes": np.array([G], np.float32), "scores": np.array([0.9], np.float32),
                 "labels": np.zeros(1, np.int64)}
     m = evaluate(index, preds)["by_degradation"]
-    assert list(m)[-2:] == [DEGRADED, DEGRADED_IN_VIEW]
+    assert list(m)[-3:] == [DEGRADED, DEGRADED_IN_VIEW, ONE_FRAME_SUFFICES]
     assert (m[DEGRADED]["num_frames"], m[DEGRADED]["num_gt"], m[DEGRADED]["recall"]) == (3, 2, 0.5)
     in_view = m[DEGRADED_IN_VIEW]
     assert (in_view["num_frames"], in_view["num_gt"], in_view["recall"]) == (2, 1, 1.0)
     assert in_view["false_alarms_per_1000"] == pytest.approx(1000.0)
+
+
+def test_one_frame_suffices_leaves_out_hopeless_and_look_alike_frames() -> None:
+    """A distractor frame's look-alike is a false alarm no single frame can avoid; the pooled group
+    over every frame without one (or without a trace of the lesion) is what a student can reach."""
+    index = make_index({"a": [([G], "none"), ([G], "distractor"), ([G], "hopeless"), ([G], "noise")]})
+    frames = index.videos[0].frames
+    frames[1].extra["distractor_bbox"] = [60.0, 60.0, 30.0, 30.0]
+    frames[2].extra["lesion_visible"] = False
+    assert [f.one_frame_suffices for f in frames] == [True, False, False, True]
+    preds = perfect(index, image_ids={1, 2, 4})
+    preds[2] = {"boxes": np.array([[60, 60, 90, 90], G], np.float32), "scores": np.array([0.9, 0.8], np.float32),
+                "labels": np.zeros(2, np.int64)}  # the look-alike scores above the lesion
+    m = evaluate(index, preds)
+    suffices = m["by_degradation"][ONE_FRAME_SUFFICES]
+    assert (suffices["num_frames"], suffices["num_gt"], suffices["fp"]) == (2, 2, 0)
+    assert suffices["AP50"] == pytest.approx(1.0) and m["AP50"] < 1.0
+    assert m["by_degradation"][DEGRADED_IN_VIEW]["num_frames"] == 2  # distractor and noise: in view
 
 
 def test_metrics_json_and_pr_curve_written(tmp_path: Path) -> None:

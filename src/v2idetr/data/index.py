@@ -69,6 +69,13 @@ class FrameRecord:
         ``hopeless`` degradation, ``lesion_visible: false``): only temporal context can find them."""
         return self.is_negative or bool(self.extra.get("lesion_visible", True))
 
+    @property
+    def one_frame_suffices(self) -> bool:
+        """False where this frame alone cannot be got right: its lesion left no trace
+        (`lesion_in_view`), or it holds an unannotated look-alike drawn like a lesion (the synthetic
+        ``distractor``, ``distractor_bbox``) that only its absence from the neighbouring frames gives away."""
+        return self.lesion_in_view and "distractor_bbox" not in self.extra
+
 
 @dataclass
 class VideoRecord:
