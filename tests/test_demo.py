@@ -11,7 +11,7 @@ import pytest
 
 from v2idetr.cli import main
 from v2idetr.data.load import load_index
-from v2idetr.demo import _lead_in_lesions, plan
+from v2idetr.demo import _lead_in_lesions, bench_command, plan
 from v2idetr.engine.evaluator import DEGRADED
 from v2idetr.errors import ConfigError
 
@@ -55,6 +55,10 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
         for other in ("baseline", "teacher", "student"):
             config = config.replace(str(bench / "runs" / other / "seed-0"), str(out / other))
         assert json.loads(config.replace(str(bench), str(out))) == json.loads((out / name / "config.json").read_text())
+    # ... and is measured on the same test videos
+    bench_test = load_index(bench / "data-test" / "train.json")
+    assert [v.name for v in bench_test.videos] == [v.name for v in test.videos]
+    assert bench_test.num_frames == test.num_frames
 
 
 @pytest.mark.parametrize("steps", [None, 3, 4, 7, 1000])
@@ -70,6 +74,8 @@ def test_default_plan_and_bad_steps() -> None:
     assert (p.schedule.steps, p.schedule.teacher_start, p.schedule.teacher_steps, p.schedule.student_steps) == (
         480, 256, 144, 80)
     assert p.budget_min == 20.0 and f"data.batch_size={p.batch_size}" in p.extra
+    # a test split big enough for the degraded-frame shares, which the bench command reproduces
+    assert p.test_videos == 40 and "--test-videos 40 " in bench_command(p, 0)
     with pytest.raises(ConfigError, match="--steps 2"):
         plan(False, 2)
 
