@@ -21,7 +21,7 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     for name in ("| baseline |", "| teacher |", "| student |", "yona", "AP50 by degradation",
-                 "numbers on the test split", "lesions left a trace", "| lesions (test) |"):
+                 "numbers on the test split", "degraded frames one frame suffices for", "| lesions (test) |"):
         assert name in report
     for name in ("report.html", "training_curves.png", "pr_curves.png"):
         assert (out / name).is_file(), name

@@ -33,7 +33,7 @@ from v2idetr.data.validate import validate
 from v2idetr.deploy.runtime import Detector
 from v2idetr.engine.evaluator import (
     DEGRADED,
-    DEGRADED_IN_VIEW,
+    DEGRADED_ONE_FRAME,
     ONE_FRAME_SUFFICES,
     format_metrics_table,
     plot_pr_curves,
@@ -280,10 +280,10 @@ def _report(
         counts = runs["baseline"]["metrics"]["by_degradation"]
         lines.append("| lesions (test) | " + " | ".join(str(counts[d].get("num_gt", "n/a")) for d in degradations) + " |")
     for label, split in (("all frames", None), ("degraded frames", DEGRADED),
-                         ("degraded frames whose lesions left a trace in the frame (all but `hopeless`: what a "
-                          "single-frame model can find)", DEGRADED_IN_VIEW),
-                         ("frames one frame suffices for (all but `hopeless` and `distractor`, whose look-alike "
-                          "only a video model can tell from a lesion)", ONE_FRAME_SUFFICES)):
+                         ("degraded frames one frame suffices for (all but `hopeless`, whose lesion left no trace, "
+                          "and `distractor`, whose look-alike only a video model can tell from a lesion: what a "
+                          "single-frame student can take)", DEGRADED_ONE_FRAME),
+                         ("all frames one frame suffices for (clean ones too)", ONE_FRAME_SUFFICES)):
         gap = _gap_closed(runs, split)
         lines += ["", f"Share of the baseline-to-teacher AP50 gap the student closes on {label}: "
                   + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")

@@ -53,7 +53,7 @@ def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
     # a record from a version that measured fewer metrics: the same checkpoint is evaluated again
     record_file = out / "runs" / "baseline" / "seed-0" / "test-metrics.json"
     old = json.loads(record_file.read_text())
-    record_file.write_text(json.dumps({k: v for k, v in old.items() if k != "AP50_degraded_in_view"}))
+    record_file.write_text(json.dumps({k: v for k, v in old.items() if k != "AP50_degraded_one_frame"}))
     weights = (out / "runs" / "baseline" / "seed-0" / "last.ckpt").stat().st_mtime_ns
     assert main([*args[:5], "baseline", *args[7:]]) == 0
     assert json.loads(record_file.read_text()) == old
@@ -101,7 +101,7 @@ def test_overrides_after_rows_are_overrides_not_rows(monkeypatch, tmp_path: Path
 def test_summary_means_stds_and_gap_closed() -> None:
     def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
         return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,
-                "AP50_degraded": degraded, "AP50_degraded_in_view": None if degraded is None else degraded + 0.1}
+                "AP50_degraded": degraded, "AP50_degraded_one_frame": None if degraded is None else degraded + 0.1}
 
     records = [rec("baseline", 0, 0.6, 0.2), rec("teacher", 0, 0.8, 0.6), rec("student", 0, 0.7, 0.3),
                rec("baseline", 1, 0.5), rec("teacher", 1, 0.9), rec("student", 1, 0.8)]
@@ -113,10 +113,10 @@ def test_summary_means_stds_and_gap_closed() -> None:
     # degraded frames only in seed 0: (0.3 - 0.2) / (0.6 - 0.2), the missing seed is left out, not zero
     assert table["student"]["gap_closed_AP50_degraded"]["mean"] == pytest.approx(0.25)
     assert table["student"]["AP50_degraded"]["mean"] == pytest.approx(0.3)
-    assert table["student"]["gap_closed_AP50_degraded_in_view"]["mean"] == pytest.approx(0.25)
+    assert table["student"]["gap_closed_AP50_degraded_one_frame"]["mean"] == pytest.approx(0.25)
     # a record without a metric (an older version's) counts as missing there, not as an error
-    del records[0]["AP50_degraded_in_view"]
-    assert summarise(records, ["student"])["student"]["gap_closed_AP50_degraded_in_view"] is None
+    del records[0]["AP50_degraded_one_frame"]
+    assert summarise(records, ["student"])["student"]["gap_closed_AP50_degraded_one_frame"] is None
     assert "| 0.250 ± 0.000 (1 of 2 seeds) |" in format_table(table, "# t")
     # a seed where the teacher does not lead has no gap to close: left out, and n/a when no seed is left
     records += [rec("baseline", 2, 0.9), rec("teacher", 2, 0.85), rec("student", 2, 0.7)]

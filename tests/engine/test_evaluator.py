@@ -11,7 +11,7 @@ from PIL import Image
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 from v2idetr.engine.evaluator import (
     DEGRADED,
-    DEGRADED_IN_VIEW,
+    DEGRADED_ONE_FRAME,
     ONE_FRAME_SUFFICES,
     evaluate,
     format_metrics_table,
@@ -72,10 +72,10 @@ def test_by_degradation_and_by_video_splits() -> None:
     preds[7] = {"boxes": np.array([[0, 0, 20, 20]], np.float32), "scores": np.array([0.9], np.float32),
                 "labels": np.zeros(1, np.int64)}  # a false alarm on b's lesion-free blur frame
     m = evaluate(index, preds)
-    assert list(m["by_degradation"]) == ["none", "blur", DEGRADED, DEGRADED_IN_VIEW, ONE_FRAME_SUFFICES]
+    assert list(m["by_degradation"]) == ["none", "blur", DEGRADED, DEGRADED_ONE_FRAME, ONE_FRAME_SUFFICES]
     none, blur = m["by_degradation"]["none"], m["by_degradation"]["blur"]
-    # the only degraded kind here is blur, with every lesion in view, so both pooled groups equal it
-    assert m["by_degradation"][DEGRADED] == blur == m["by_degradation"][DEGRADED_IN_VIEW]
+    # the only degraded kind here is blur, which one frame suffices for, so both pooled groups equal it
+    assert m["by_degradation"][DEGRADED] == blur == m["by_degradation"][DEGRADED_ONE_FRAME]
     # and one frame suffices for every frame: that group is all of them
     everything = m["by_degradation"][ONE_FRAME_SUFFICES]
     assert everything["num_frames"] == 7 and everything["AP50"] == pytest.approx(m["AP50"]) and m["AP50"] < 1.0
@@ -101,7 +101,7 @@ def test_by_degradation_and_by_video_splits() -> None:
     assert m["flicker"] == pytest.approx(2 / 3)
 
 
-def test_degraded_in_view_leaves_out_frames_whose_lesion_left_no_trace() -> None:
+def test_degraded_one_frame_leaves_out_frames_whose_lesion_left_no_trace() -> None:
     index = make_index({"a": [([G], "none"), ([G], "blur"), ([G], "hopeless"), ([], "hopeless")]})
     hopeless, empty = index.videos[0].frames[2], index.videos[0].frames[3]
     hopeless.extra["lesion_visible"] = False
@@ -111,11 +111,11 @@ def test_degraded_in_view_leaves_out_frames_whose_lesion_left_no_trace() -> None
     preds[4] = {"boxes": np.array([G], np.float32), "scores": np.array([0.9], np.float32),
                 "labels": np.zeros(1, np.int64)}
     m = evaluate(index, preds)["by_degradation"]
-    assert list(m)[-3:] == [DEGRADED, DEGRADED_IN_VIEW, ONE_FRAME_SUFFICES]
+    assert list(m)[-3:] == [DEGRADED, DEGRADED_ONE_FRAME, ONE_FRAME_SUFFICES]
     assert (m[DEGRADED]["num_frames"], m[DEGRADED]["num_gt"], m[DEGRADED]["recall"]) == (3, 2, 0.5)
-    in_view = m[DEGRADED_IN_VIEW]
-    assert (in_view["num_frames"], in_view["num_gt"], in_view["recall"]) == (2, 1, 1.0)
-    assert in_view["false_alarms_per_1000"] == pytest.approx(1000.0)
+    one_frame = m[DEGRADED_ONE_FRAME]
+    assert (one_frame["num_frames"], one_frame["num_gt"], one_frame["recall"]) == (2, 1, 1.0)
+    assert one_frame["false_alarms_per_1000"] == pytest.approx(1000.0)
 
 
 def test_one_frame_suffices_leaves_out_hopeless_and_look_alike_frames() -> None:
@@ -133,7 +133,10 @@ def test_one_frame_suffices_leaves_out_hopeless_and_look_alike_frames() -> None:
     suffices = m["by_degradation"][ONE_FRAME_SUFFICES]
     assert (suffices["num_frames"], suffices["num_gt"], suffices["fp"]) == (2, 2, 0)
     assert suffices["AP50"] == pytest.approx(1.0) and m["AP50"] < 1.0
-    assert m["by_degradation"][DEGRADED_IN_VIEW]["num_frames"] == 2  # distractor and noise: in view
+    # of the degraded frames (distractor, hopeless, noise) one frame suffices only for the noisy one
+    degraded = m["by_degradation"][DEGRADED_ONE_FRAME]
+    assert (degraded["num_frames"], degraded["num_gt"], degraded["AP50"]) == (1, 1, pytest.approx(1.0))
+    assert m["by_degradation"][DEGRADED]["num_frames"] == 3 and m["by_degradation"][DEGRADED]["AP50"] < 1.0
 
 
 def test_metrics_json_and_pr_curve_written(tmp_path: Path) -> None:

@@ -27,15 +27,15 @@ from v2idetr.atomic import atomic_write_json, atomic_write_text
 from v2idetr.config import shipped_configs
 from v2idetr.data.synthetic import generate
 from v2idetr.engine.checkpoint import step_checkpoint_path
-from v2idetr.engine.evaluator import DEGRADED, DEGRADED_IN_VIEW, ONE_FRAME_SUFFICES
+from v2idetr.engine.evaluator import DEGRADED, DEGRADED_ONE_FRAME, ONE_FRAME_SUFFICES
 from v2idetr.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SIZES = {"tiny": ("student-tiny.yaml", "teacher-tiny.yaml"), "r50": ("student-r50.yaml", "teacher-r50.yaml")}
-METRICS = ("AP", "AP50", "AP75", "f1", "AP50_degraded", "AP50_degraded_in_view", "AP50_one_frame_suffices")
+METRICS = ("AP", "AP50", "AP75", "f1", "AP50_degraded", "AP50_degraded_one_frame", "AP50_one_frame_suffices")
 # the share of the baseline-to-teacher gap is reported for these
-GAP_METRICS = ("AP50", "AP50_degraded", "AP50_degraded_in_view", "AP50_one_frame_suffices")
+GAP_METRICS = ("AP50", "AP50_degraded", "AP50_degraded_one_frame", "AP50_one_frame_suffices")
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _row_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {
         "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"], "f1": metrics["f1"],
         "AP50_degraded": splits.get(DEGRADED, {}).get("AP50"),
-        "AP50_degraded_in_view": splits.get(DEGRADED_IN_VIEW, {}).get("AP50"),
+        "AP50_degraded_one_frame": splits.get(DEGRADED_ONE_FRAME, {}).get("AP50"),
         "AP50_one_frame_suffices": splits.get(ONE_FRAME_SUFFICES, {}).get("AP50"),
     }
 
@@ -299,25 +299,25 @@ def format_table(table: dict[str, Any], header: str) -> str:
         return text + (f" ({entry['seeds']} of {of} seeds)" if of is not None and entry["seeds"] < of else "")
 
     lines = [header, "",
-             "| row | what | seeds | AP | AP50 | AP75 | F1 | AP50 degraded | AP50 degraded, lesion in view "
+             "| row | what | seeds | AP | AP50 | AP75 | F1 | AP50 degraded | AP50 degraded, one frame suffices "
              "| AP50, one frame suffices | gap closed (AP50) | gap closed (AP50 degraded) "
-             "| gap closed (AP50 degraded, in view) | gap closed (AP50, one frame suffices) | train min |",
+             "| gap closed (AP50 degraded, one frame suffices) | gap closed (AP50, one frame suffices) | train min |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in table.items():
         lines.append(
             f"| {name} | {ROWS[name].description} | {len(e['seeds'])} | {cell(e['AP'])} | {cell(e['AP50'])} | "
             f"{cell(e['AP75'])} | {cell(e['f1'])} | {cell(e['AP50_degraded'])} | "
-            f"{cell(e['AP50_degraded_in_view'])} | {cell(e['AP50_one_frame_suffices'])} | "
+            f"{cell(e['AP50_degraded_one_frame'])} | {cell(e['AP50_one_frame_suffices'])} | "
             + " | ".join(cell(e[f"gap_closed_{key}"], len(e["seeds"])) for key in GAP_METRICS)
             + f" | {e['minutes']:.1f} |"
         )
     lines += ["", "Gap closed = (row - baseline) / (teacher - baseline) of AP50 on all test frames, on the "
-              "degraded ones (every degradation but none), and on the degraded ones whose lesions left a trace in "
-              "the frame (all but the synthetic `hopeless` frames, where only a video model can find the lesion), "
-              "and on every frame one frame suffices for (all but `hopeless` and `distractor`, whose one-frame "
-              "look-alike is drawn like a lesion: only a video model can tell them apart; these two are a "
-              "single-frame student's ceiling), per seed, then mean ± standard deviation over the seeds where the "
-              "teacher leads the baseline (n/a where it leads on none: there is no gap to close)."]
+              "degraded ones (every degradation but none), on the degraded ones one frame suffices for, and on "
+              "every frame one frame suffices for. One frame does not suffice for the synthetic `hopeless` frames "
+              "(the lesion left no trace: only a video model can find it) and `distractor` frames (a one-frame "
+              "look-alike drawn like a lesion: only a video model can tell them apart), so the last two are what a "
+              "single-frame student can take of the teacher's lead. Per seed, then mean ± standard deviation over "
+              "the seeds where the teacher leads the baseline (n/a where it leads on none: there is no gap to close)."]
     return "\n".join(lines) + "\n"
 
 

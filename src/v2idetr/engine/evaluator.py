@@ -57,18 +57,20 @@ def _split_metrics(
 
 
 DEGRADED = "degraded (all but none)"
-# The degraded frames a single-frame detector can in principle get right: its ceiling is where a
-# distilled student's share of the teacher's lead is measured fairly.
-DEGRADED_IN_VIEW = "degraded, lesion in view"
-# Every labelled frame that one frame suffices for (``FrameRecord.one_frame_suffices``): the share of
-# a teacher's all-frame lead a single-frame student can in principle take is measured here.
+# The degraded frames a single-frame detector can in principle get right (``FrameRecord.one_frame_suffices``:
+# not hopeless, no look-alike): where a distilled student's share of the teacher's degraded-frame lead
+# is measured fairly. A split of all degraded frames but the hopeless ones would still hold the
+# look-alikes, where the teacher's lead is largest and no single frame can follow it.
+DEGRADED_ONE_FRAME = "degraded, one frame suffices (all but none, hopeless and distractor)"
+# Every labelled frame, clean or not, that one frame suffices for: the share of a teacher's all-frame
+# lead a single-frame student can in principle take is measured here.
 ONE_FRAME_SUFFICES = "one frame suffices (all but hopeless and distractor)"
 
 
 def _degradation_groups(index: DatasetIndex) -> dict[str, list[int]]:
     """Image ids per ``FrameRecord.degradation`` value (frames without one are left out), plus
     ``DEGRADED``: every frame whose degradation is not ``none`` (where a video teacher should win),
-    ``DEGRADED_IN_VIEW``: those of them whose lesions left a trace in the frame, and
+    ``DEGRADED_ONE_FRAME``: those of them a single-frame detector can get right, and
     ``ONE_FRAME_SUFFICES``: the frames, clean or not, a single-frame detector can get right."""
     groups: dict[str, list[int]] = {}
     for frame in index.frames():
@@ -78,9 +80,9 @@ def _degradation_groups(index: DatasetIndex) -> dict[str, list[int]]:
                 groups.setdefault(ONE_FRAME_SUFFICES, []).append(frame.image_id)
             if frame.degradation != "none":
                 groups.setdefault(DEGRADED, []).append(frame.image_id)
-                if frame.lesion_in_view:
-                    groups.setdefault(DEGRADED_IN_VIEW, []).append(frame.image_id)
-    pooled = (DEGRADED, DEGRADED_IN_VIEW, ONE_FRAME_SUFFICES)
+                if frame.one_frame_suffices:
+                    groups.setdefault(DEGRADED_ONE_FRAME, []).append(frame.image_id)
+    pooled = (DEGRADED, DEGRADED_ONE_FRAME, ONE_FRAME_SUFFICES)
     rank = {name: i + 1 for i, name in enumerate(pooled)}  # after the single types, in this order
     return dict(sorted(groups.items(), key=lambda kv: (kv[0] != "none", rank.get(kv[0], 0), kv[0])))
 
