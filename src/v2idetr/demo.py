@@ -267,7 +267,7 @@ def _report(
     for name in ("baseline", "teacher", "student"):
         r = runs[name]
         lines.append(_row(name, r["metrics"], r["minutes"], r["speed"]))
-    degradations = sorted(runs["baseline"]["metrics"].get("by_degradation", {}))
+    degradations = list(runs["baseline"]["metrics"].get("by_degradation", {}))  # the evaluator's order: pooled last
     if degradations:
         lines += ["", "AP50 by degradation of the key frame:", "",
                   "| model | " + " | ".join(degradations) + " |", "|---|" + "---|" * len(degradations)]
@@ -291,7 +291,7 @@ def _report(
                   + _lead_in_lesions(runs, split)]
     lines += ["", "These shares come from one training seed and rest on the lesions counted above, so they swing "
               "between seeds; the `bench accuracy` command below, with more seeds, gives their mean and spread "
-              "(docs/RESULTS.md has both presets over five seeds)."]
+              "(the README's Results give both presets over several seeds)."]
     lines += ["", "Same number of steps for every single-frame detector: the teacher starts from the baseline's "
               f"checkpoint at step {p.schedule.teacher_start} (`train.init_from`; its MSI fresh), the "
               "student from the teacher's shared weights (`distill.init_from_teacher=true`), and the baseline goes "
