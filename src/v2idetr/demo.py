@@ -280,9 +280,8 @@ def _report(
         counts = runs["baseline"]["metrics"]["by_degradation"]
         lines.append("| lesions (test) | " + " | ".join(str(counts[d].get("num_gt", "n/a")) for d in degradations) + " |")
     for label, split in (("all frames", None), ("degraded frames", DEGRADED),
-                         ("degraded frames one frame suffices for (all but `hopeless`, whose lesion left no trace, "
-                          "and `distractor`, whose look-alike only a video model can tell from a lesion: what a "
-                          "single-frame student can take)", DEGRADED_ONE_FRAME),
+                         ("degraded frames one frame suffices for (all but `hopeless`, whose lesion left no trace: "
+                          "what a single-frame student can take)", DEGRADED_ONE_FRAME),
                          ("all frames one frame suffices for (clean ones too)", ONE_FRAME_SUFFICES)):
         gap = _gap_closed(runs, split)
         lines += ["", f"Share of the baseline-to-teacher AP50 gap the student closes on {label}: "

@@ -224,9 +224,10 @@ def test_distractor_frames_add_a_one_frame_blob_without_an_annotation(us: Path) 
             anns[a["image_id"]].append(a)
         for im in doc["images"]:
             if im["degradation"] != "distractor":
-                assert "distractor_bbox" not in im
+                assert "distractor_bbox" not in im and "distractor_cue" not in im
                 continue
             seen += 1
+            assert im["distractor_cue"] is True, "generator 1.1 draws every look-alike with a cue"
             dx, dy, dw, dh = im["distractor_bbox"]
             for a in anns[im["id"]]:
                 x, y, w, h = a["bbox"]
@@ -241,6 +242,46 @@ def test_distractor_frames_add_a_one_frame_blob_without_an_annotation(us: Path) 
                 n_inner, n_ring = _inner_and_ring(_grey(us, neighbour), im["distractor_bbox"])
                 assert (n_ring - n_inner) < (ring - inner), "the blob is gone in the neighbouring frames"
     assert seen >= 2 and compared >= seen
+
+
+def _echo_profile(shape, wall_band: tuple[float, float]) -> tuple[float, float, float]:
+    """Echo (before speckle) inside, on the wall band and far outside a blob of ``shape`` at 128 px."""
+    from v2idetr.data.synthetic import _Lesion, _Ultrasound
+
+    us_preset = _Ultrasound(np.random.default_rng(0), 128, 192)
+    shape.posterior = 0.0  # the blob's own wall and interior, not its column below
+    blob = _Lesion(None, 64.0, 64.0, 14.0, 14.0, 0.0, np.zeros_like(shape.phase), shape)
+    shape.amp = np.zeros_like(shape.amp)
+    echo = np.ones((128, 128))
+    us_preset.add_lesion(echo, blob)
+    sl, rho, _ = blob.field(128)
+    window = echo[sl]
+    band = (rho > wall_band[0]) & (rho < wall_band[1])
+    return float(window[rho < 0.5].mean()), float(window[band].mean()), float(window[rho > 1.6].mean())
+
+
+def test_look_alikes_carry_a_faint_cue_no_lesion_has() -> None:
+    """DESIGN section 4: a distractor must be hard but not hopeless for a single frame."""
+    from v2idetr.data.synthetic import _look_alike, _make_shape
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lesion = _make_shape(rng, "ultrasound", 128, False)
+        alike = _make_shape(rng, "ultrasound", 128, False)
+        _look_alike(rng, alike, "ultrasound")
+        l_in, l_wall, l_out = _echo_profile(lesion, (1.05, 1.25))
+        a_in, a_wall, a_out = _echo_profile(alike, (1.05, 1.25))
+        assert a_wall > 1.1 * a_out, "an echogenic wall around the look-alike"
+        assert l_wall <= 1.0 * l_out + 1e-9, "no lesion has one"
+        assert a_in < 0.2 * a_out and a_in < l_in + 0.1, "anechoic inside, at least as dark as a lesion"
+    polyps = [_make_shape(rng, "colonoscopy", 128, False).tint for _ in range(200)]
+    debris = []
+    for _ in range(200):
+        shape = _make_shape(rng, "colonoscopy", 128, False)
+        _look_alike(rng, shape, "colonoscopy")
+        debris.append(shape.tint)
+    # Yellow-brown debris: blue falls further below green than on any polyp (paler or redder).
+    assert max(t[2] / t[1] for t in debris) < min(t[2] / t[1] for t in polyps) - 0.02
 
 
 def test_two_classes_and_colonoscopy_preview(tmp_path: Path) -> None:

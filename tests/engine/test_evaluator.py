@@ -118,14 +118,18 @@ def test_degraded_one_frame_leaves_out_frames_whose_lesion_left_no_trace() -> No
     assert one_frame["false_alarms_per_1000"] == pytest.approx(1000.0)
 
 
-def test_one_frame_suffices_leaves_out_hopeless_and_look_alike_frames() -> None:
-    """A distractor frame's look-alike is a false alarm no single frame can avoid; the pooled group
-    over every frame without one (or without a trace of the lesion) is what a student can reach."""
+def test_one_frame_suffices_leaves_out_hopeless_and_cueless_look_alike_frames() -> None:
+    """A look-alike drawn exactly like a lesion is a false alarm no single frame can avoid; the pooled
+    group over every frame without one (or without a trace of the lesion) is what a student can reach.
+    A look-alike with a cue of its own (``distractor_cue``) stays in: one frame can reject it."""
     index = make_index({"a": [([G], "none"), ([G], "distractor"), ([G], "hopeless"), ([G], "noise")]})
     frames = index.videos[0].frames
     frames[1].extra["distractor_bbox"] = [60.0, 60.0, 30.0, 30.0]
     frames[2].extra["lesion_visible"] = False
     assert [f.one_frame_suffices for f in frames] == [True, False, False, True]
+    frames[1].extra["distractor_cue"] = True
+    assert [f.one_frame_suffices for f in frames] == [True, True, False, True]
+    del frames[1].extra["distractor_cue"]
     preds = perfect(index, image_ids={1, 2, 4})
     preds[2] = {"boxes": np.array([[60, 60, 90, 90], G], np.float32), "scores": np.array([0.9, 0.8], np.float32),
                 "labels": np.zeros(2, np.int64)}  # the look-alike scores above the lesion

@@ -314,8 +314,8 @@ def format_table(table: dict[str, Any], header: str) -> str:
     lines += ["", "Gap closed = (row - baseline) / (teacher - baseline) of AP50 on all test frames, on the "
               "degraded ones (every degradation but none), on the degraded ones one frame suffices for, and on "
               "every frame one frame suffices for. One frame does not suffice for the synthetic `hopeless` frames "
-              "(the lesion left no trace: only a video model can find it) and `distractor` frames (a one-frame "
-              "look-alike drawn like a lesion: only a video model can tell them apart), so the last two are what a "
+              "(the lesion left no trace: only a video model can find it; nor, on data from generator 1.0, for "
+              "`distractor` frames, whose look-alike was drawn exactly like a lesion), so the last two are what a "
               "single-frame student can take of the teacher's lead. Per seed, then mean ± standard deviation over "
               "the seeds where the teacher leads the baseline (n/a where it leads on none: there is no gap to close)."]
     return "\n".join(lines) + "\n"

@@ -72,9 +72,12 @@ class FrameRecord:
     @property
     def one_frame_suffices(self) -> bool:
         """False where this frame alone cannot be got right: its lesion left no trace
-        (`lesion_in_view`), or it holds an unannotated look-alike drawn like a lesion (the synthetic
-        ``distractor``, ``distractor_bbox``) that only its absence from the neighbouring frames gives away."""
-        return self.lesion_in_view and "distractor_bbox" not in self.extra
+        (`lesion_in_view`), or it holds an unannotated look-alike (``distractor_bbox``) drawn exactly
+        like a lesion, which only its absence from the neighbouring frames gives away. Synthetic data
+        from generator 1.1 on marks look-alikes with a cue of their own (``distractor_cue``): one
+        frame can reject those."""
+        cueless_look_alike = "distractor_bbox" in self.extra and not self.extra.get("distractor_cue", False)
+        return self.lesion_in_view and not cueless_look_alike
 
 
 @dataclass

@@ -16,8 +16,9 @@ What the data is built to show (DESIGN section 4):
 - Each frame carries one degradation label (``DEGRADATIONS``). Degradations come in bursts of
   1-2 frames with clean frames around them, so a single frame can be ambiguous while its clip is
   clear. ``noise``/``blur``/``low_contrast``/``overexposed``/``occlusion`` keep a faint trace of
-  the lesion (hard but not hopeless); ``distractor`` adds an unannotated one-frame look-alike;
-  ``hopeless`` (a small share) removes every trace of the lesion, which stays annotated.
+  the lesion (hard but not hopeless); ``distractor`` adds an unannotated one-frame look-alike
+  with a faint cue of its own (``_look_alike``); ``hopeless`` (a small share) removes every trace
+  of the lesion, which stays annotated.
 
 Conventions
 - Pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``; its centre is ``col + 0.5``.
@@ -54,7 +55,7 @@ from v2idetr.errors import ConfigError, DatasetError, Problem
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 PRESETS = ("ultrasound", "colonoscopy")
 DEGRADATIONS = (
     "none",
@@ -125,6 +126,7 @@ class _Shape:
     posterior: float  # ultrasound: >0 posterior enhancement, <0 shadowing
     tint: np.ndarray  # colonoscopy: RGB multiplier of the polyp surface
     subtype: str
+    wall: float = 0.0  # ultrasound look-alikes only: brightening of a thin echogenic wall
 
 
 @dataclass
@@ -595,6 +597,8 @@ class _Ultrasound:
         below = expit((ys - bottom) / 1.5) * np.exp(-np.clip(ys - bottom, 0, None) / (0.35 * self.size))
         echo *= 1.0 + lesion.shape.posterior * col * below
         echo[sl] *= 1.0 - lesion.shape.depth * m
+        if lesion.shape.wall:
+            echo[sl] *= 1.0 + lesion.shape.wall * np.exp(-(((rho - 1.0) / 0.12) ** 2))
         return m
 
     def render(self, echo: np.ndarray, speckle: np.ndarray) -> np.ndarray:
@@ -941,6 +945,7 @@ def _render_video(spec: _VideoSpec) -> dict[str, Any]:
         if distractor_box is not None:
             x1, y1, x2, y2 = (round(float(v), 2) for v in distractor_box)
             record["distractor_bbox"] = [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)]
+            record["distractor_cue"] = True  # it carries ``_look_alike``'s cue: one frame can reject it
         records.append(record)
     return {
         "name": spec.name,
@@ -951,10 +956,30 @@ def _render_video(spec: _VideoSpec) -> dict[str, Any]:
     }
 
 
+def _look_alike(rng: np.random.Generator, shape: _Shape, preset: str) -> None:
+    """Give a lesion-shaped blob the faint cue that tells a look-alike from a lesion in one frame.
+
+    DESIGN section 4 asks for look-alikes that are hard but not hopeless: a blob drawn exactly as
+    a lesion could only be rejected by its one-frame life, which no single-frame student can
+    learn, however it is distilled. The cues are what such structures show in the clinic.
+    Ultrasound: a fluid-filled duct or vessel in cross-section, anechoic (darker than any
+    lesion), a thin echogenic wall, sharp margin and no posterior enhancement or shadowing.
+    Colonoscopy: debris, yellow-brown where polyps are paler or redder than the mucosa.
+    """
+    if preset == "ultrasound":
+        shape.depth = float(rng.uniform(0.84, 0.93))
+        shape.posterior = 0.0
+        shape.wall = float(rng.uniform(0.5, 0.9))
+        shape.soft, shape.soft_var = float(rng.uniform(0.03, 0.05)), 0.0
+    else:
+        shape.tint = np.array([1.0, 1.0, 1.0]) + rng.uniform([0.0, -0.05, -0.38], [0.1, 0.05, -0.22])
+
+
 def _place_distractor(rng: np.random.Generator, spec: _VideoSpec, views: list) -> _Lesion | None:
-    """A one-frame look-alike, fully in view, clear of every real lesion (same renderer)."""
+    """A one-frame look-alike, fully in view, clear of every real lesion (``_look_alike``)."""
     size = spec.size
     shape = _make_shape(rng, spec.preset, size, spec.two_classes)
+    _look_alike(rng, shape, spec.preset)
     if views:
         # As large as the real lesion in this frame, give or take 30%.
         factor = math.sqrt(views[0][0].a * views[0][0].b / (shape.a * shape.b)) * rng.uniform(0.7, 1.3)

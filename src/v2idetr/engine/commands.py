@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "distill",
         help="distil a video teacher into an image student (TFD + CQD)",
-        description="Train an image student from a frozen teacher; e.g. distill.tfd=1.0 distill.cqd=1.0.",
+        description="Train an image student from a frozen teacher; e.g. distill.tfd=1.0 distill.cqd=5.0.",
     )
     d.add_argument("--teacher", required=True, help="teacher checkpoint (v2idetr train with a teacher config)")
     d.add_argument("--config", required=True, help="the student's YAML config, e.g. configs/student-tiny.yaml")

@@ -58,13 +58,12 @@ def _split_metrics(
 
 DEGRADED = "degraded (all but none)"
 # The degraded frames a single-frame detector can in principle get right (``FrameRecord.one_frame_suffices``:
-# not hopeless, no look-alike): where a distilled student's share of the teacher's degraded-frame lead
-# is measured fairly. A split of all degraded frames but the hopeless ones would still hold the
-# look-alikes, where the teacher's lead is largest and no single frame can follow it.
-DEGRADED_ONE_FRAME = "degraded, one frame suffices (all but none, hopeless and distractor)"
+# not hopeless, no look-alike drawn exactly like a lesion): where a distilled student's share of the
+# teacher's degraded-frame lead is measured fairly.
+DEGRADED_ONE_FRAME = "degraded, one frame suffices"
 # Every labelled frame, clean or not, that one frame suffices for: the share of a teacher's all-frame
 # lead a single-frame student can in principle take is measured here.
-ONE_FRAME_SUFFICES = "one frame suffices (all but hopeless and distractor)"
+ONE_FRAME_SUFFICES = "one frame suffices"
 
 
 def _degradation_groups(index: DatasetIndex) -> dict[str, list[int]]:
