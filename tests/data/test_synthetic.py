@@ -250,8 +250,8 @@ def _echo_profile(shape, wall_band: tuple[float, float]) -> tuple[float, float, 
 
     us_preset = _Ultrasound(np.random.default_rng(0), 128, 192)
     shape.posterior = 0.0  # the blob's own wall and interior, not its column below
+    shape.amp = np.zeros_like(shape.amp)  # a round outline, so rho bands are rings
     blob = _Lesion(None, 64.0, 64.0, 14.0, 14.0, 0.0, np.zeros_like(shape.phase), shape)
-    shape.amp = np.zeros_like(shape.amp)
     echo = np.ones((128, 128))
     us_preset.add_lesion(echo, blob)
     sl, rho, _ = blob.field(128)

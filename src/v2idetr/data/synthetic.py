@@ -962,8 +962,8 @@ def _look_alike(rng: np.random.Generator, shape: _Shape, preset: str) -> None:
     DESIGN section 4 asks for look-alikes that are hard but not hopeless: a blob drawn exactly as
     a lesion could only be rejected by its one-frame life, which no single-frame student can
     learn, however it is distilled. The cues are what such structures show in the clinic.
-    Ultrasound: a fluid-filled duct or vessel in cross-section, anechoic (darker than any
-    lesion), a thin echogenic wall, sharp margin and no posterior enhancement or shadowing.
+    Ultrasound: a fluid-filled duct or vessel in cross-section, anechoic (darker than almost
+    every lesion), a thin echogenic wall, sharp margin and no posterior enhancement or shadowing.
     Colonoscopy: debris, yellow-brown where polyps are paler or redder than the mucosa.
     """
     if preset == "ultrasound":
