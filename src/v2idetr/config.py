@@ -104,6 +104,8 @@ class DistillConfig:
     tfd_features: str = "memory"  # memory | backbone
     cqd_sampling: str = "random"  # random | fixed
     cqd_proposals: float = 2.0  # weight of CQD's dense two-stage proposal-score term (0: off; docs/METHOD.md)
+    # weight of CQD's student-query term: the teacher's verdict on the student's own queries (0: off; docs/METHOD.md)
+    cqd_student_queries: float = 0.0
     init_from_teacher: bool = True
 
 
@@ -210,7 +212,7 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"config key '{dotted}' = {value!r}: expected one of {', '.join(allowed)}")
     if cfg.data.num_frames < 1:
         raise ConfigError(f"config key 'data.num_frames' = {cfg.data.num_frames}: expected >= 1")
-    for key in ("tfd", "cqd", "cqd_proposals"):
+    for key in ("tfd", "cqd", "cqd_proposals", "cqd_student_queries"):
         if getattr(cfg.distill, key) < 0:
             raise ConfigError(
                 f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a weight >= 0 (0: off)"

@@ -82,3 +82,19 @@ def test_cqd_adds_the_weighted_proposal_term_and_needs_both_views() -> None:
     assert torch.isclose(weighted, 2.0 * proposal_loss(s_enc, t_enc))
     with pytest.raises(ValueError, match="enc_outputs"):
         CQDLoss(proposal_weight=1.0)(_outputs(logits, boxes), _outputs(logits, boxes))
+
+
+def test_student_query_term_is_weighted_and_needs_both_outputs() -> None:
+    logits = torch.tensor([[[2.0], [-2.0]]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2]]])
+    # the student is sure of a box the teacher rejects when it looks at the same place
+    own, verdict = _outputs(torch.tensor([[[3.0], [-2.0]]]), boxes), _outputs(torch.tensor([[[-3.0], [-2.0]]]), boxes)
+    loss = CQDLoss(student_query_weight=0.5)(_outputs(logits, boxes), _outputs(logits, boxes),
+                                            student_own=own, teacher_on_student=verdict)
+    assert loss.item() == pytest.approx(0.5 * CQDLoss().agreement(own, verdict).item())
+    agreeing = CQDLoss(student_query_weight=0.5)(_outputs(logits, boxes), _outputs(logits, boxes),
+                                                student_own=verdict, teacher_on_student=verdict)
+    assert agreeing.item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.item() > 0.25
+    with pytest.raises(ValueError, match="student-query"):
+        CQDLoss(student_query_weight=1.0)(_outputs(logits, boxes), _outputs(logits, boxes))

@@ -114,7 +114,7 @@ def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
     student = build_detector(cfg, 1)
     student.load_state_dict(teacher.detector.state_dict())
     objective = DistillationObjective(student, teacher, build_criterion(LossConfig(), 1),
-                                      DistillConfig(tfd=1.0, cqd=1.0, cqd_proposals=2.0))
+                                      DistillConfig(tfd=1.0, cqd=1.0, cqd_proposals=2.0, cqd_student_queries=1.0))
     targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]), "labels": torch.tensor([0]),
                 "image_id": torch.tensor(1), "orig_size": torch.tensor([64, 64]), "size": torch.tensor([64, 64])}]
     batch = Batch(images=torch.randn(1, 1, 3, 64, 64), masks=torch.zeros(1, 64, 64, dtype=torch.bool),
@@ -140,6 +140,47 @@ def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
         assert (head.grad is not None and head.grad.abs().sum() > 0) == reaches
     assert all(p.grad is None for p in teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in other.parameters())
+
+
+def test_student_query_term_judges_the_students_own_queries_with_the_teacher() -> None:
+    """The teacher's verdict is its decoder on the student's reference boxes: a student that proposes
+    elsewhere than the teacher gets a verdict on *its* boxes, and the term adds exactly its weight
+    times the agreement between the student's own predictions and that verdict."""
+    from v2idetr.config import DistillConfig, LossConfig, ModelConfig
+    from v2idetr.data.collate import Batch
+    from v2idetr.distill.objective import DistillationObjective
+    from v2idetr.models.criterion import build_criterion
+    from v2idetr.models.teacher import VideoTeacher
+
+    cfg = ModelConfig(backbone_stages=3, num_feature_levels=3, hidden_dim=32, nheads=4, enc_layers=1,
+                      dec_layers=2, ffn_dim=64, num_queries=8, dn_number=0, temporal="mean", dropout=0.0)
+    torch.manual_seed(0)
+    teacher = VideoTeacher(cfg, num_classes=1, num_frames=1)
+    torch.manual_seed(1)
+    student = build_detector(cfg, 1)
+    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]), "labels": torch.tensor([0]),
+                "image_id": torch.tensor(1), "orig_size": torch.tensor([64, 64]), "size": torch.tensor([64, 64])}]
+    batch = Batch(images=torch.randn(1, 1, 3, 64, 64), masks=torch.zeros(1, 64, 64, dtype=torch.bool),
+                  targets=targets, frame_targets=None, frame_offsets=torch.zeros(1, 1, dtype=torch.long))
+    criterion = build_criterion(LossConfig(), 1)
+    losses = {}
+    for weight in (0.0, 3.0):
+        torch.manual_seed(2)
+        objective = DistillationObjective(student, teacher, criterion,
+                                          DistillConfig(tfd=0.0, cqd=1.0, cqd_student_queries=weight))
+        losses[weight] = objective(batch)["loss_cqd"]
+    t_outputs = objective._teacher(batch)[1]
+    s_outputs = student(batch.images, batch.masks, return_intermediates=True)
+    verdict = objective._teacher_on_student(t_outputs, s_outputs)
+    assert not torch.allclose(s_outputs["query_ref_boxes"], t_outputs["query_ref_boxes"])
+    expected = teacher.detector.decode(t_outputs["memory"], t_outputs["query_content"], s_outputs["query_ref_boxes"])
+    assert torch.allclose(verdict["pred_logits"], expected["pred_logits"])
+    assert torch.allclose(losses[3.0] - losses[0.0], 3.0 * objective.cqd.agreement(s_outputs, verdict), atol=1e-5)
+    assert losses[3.0] > losses[0.0]
+    # a student with more queries than the teacher has contents cannot be judged: refused up front
+    more = build_detector(ModelConfig(**{**cfg.__dict__, "num_queries": 12}), 1)
+    with pytest.raises(ConfigError, match=r"distill\.cqd_student_queries.*num_queries"):
+        DistillationObjective(more, teacher, criterion, DistillConfig(cqd_student_queries=1.0))
 
 
 @pytest.mark.parametrize("proposals", [0.0, 2.0])

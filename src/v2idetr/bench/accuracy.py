@@ -68,6 +68,8 @@ ROWS: dict[str, Row] = {
         Row("student", "distill", "student", (), "student, TFD + CQD"),
         Row("student-no-proposals", "distill", "student", ("distill.cqd_proposals=0.0",),
             "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
+        Row("student-own-queries", "distill", "student", ("distill.cqd_student_queries=1.0",),
+            "student, TFD + CQD with CQD's student-query term (the teacher judges the student's own queries)"),
         Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
         Row("student-fixed-sampling", "distill", "student", ("distill.cqd_sampling=fixed",),
             "student, fixed cross-view sampling"),

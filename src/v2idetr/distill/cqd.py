@@ -20,6 +20,13 @@ scores, so decoding the teacher's queries alone never teaches it *where to look*
 same Bernoulli KL between the teacher's and the student's dense encoder scores (every valid memory
 token), summed and divided by the teacher's foreground mass (the sum over tokens of its max class
 probability, at least 1), so a few confident tokens are not drowned by thousands of background ones.
+
+Student-query term (``student_query_weight > 0``; the other direction of the cross-view, also this
+code's addition): the teacher's queries only visit where the *teacher* looks, so a place only the
+student proposes (a one-frame look-alike the teacher has learnt to reject) never gets the teacher's
+verdict. Here the frozen teacher decodes the student's own queries (its learned content, the
+student's reference boxes) on the teacher's memory, and the student's own predictions for those
+queries are trained to agree with that verdict, with the same per-query loss.
 """
 
 from __future__ import annotations
@@ -74,11 +81,25 @@ class CQDLoss(nn.Module):
     """Agreement between student-decoded and teacher-decoded predictions of the same queries."""
 
     def __init__(
-        self, box_weight: float = 5.0, giou_weight: float = 2.0, aux: bool = True, proposal_weight: float = 0.0
+        self,
+        box_weight: float = 5.0,
+        giou_weight: float = 2.0,
+        aux: bool = True,
+        proposal_weight: float = 0.0,
+        student_query_weight: float = 0.0,
     ):
         super().__init__()
         self.box_weight, self.giou_weight, self.aux = box_weight, giou_weight, aux
         self.proposal_weight = proposal_weight
+        self.student_query_weight = student_query_weight
+
+    def agreement(self, student: dict[str, Any], teacher: dict[str, Any]) -> Tensor:
+        """Per-query loss averaged over the last decoder layer and, when counts agree, the others."""
+        pairs = [(student, teacher)]
+        s_aux, t_aux = student.get("aux_outputs", []), teacher.get("aux_outputs", [])
+        if self.aux and len(s_aux) == len(t_aux):
+            pairs += list(zip(s_aux, t_aux, strict=True))
+        return torch.stack([_pair_loss(s, t, self.box_weight, self.giou_weight) for s, t in pairs]).mean()
 
     def forward(
         self,
@@ -86,15 +107,18 @@ class CQDLoss(nn.Module):
         teacher: dict[str, Any],
         student_enc: dict[str, Tensor] | None = None,
         teacher_enc: dict[str, Tensor] | None = None,
+        student_own: dict[str, Any] | None = None,
+        teacher_on_student: dict[str, Any] | None = None,
     ) -> Tensor:
         """``student``/``teacher`` are decoder outputs (``pred_logits [B, Q, C]``, ``pred_boxes [B, Q, 4]``,
         ``aux_outputs``) for the same Q queries; ``*_enc`` the two views' ``enc_outputs`` (needed
-        when ``proposal_weight > 0``)."""
-        pairs = [(student, teacher)]
-        s_aux, t_aux = student.get("aux_outputs", []), teacher.get("aux_outputs", [])
-        if self.aux and len(s_aux) == len(t_aux):
-            pairs += list(zip(s_aux, t_aux, strict=True))
-        loss = torch.stack([_pair_loss(s, t, self.box_weight, self.giou_weight) for s, t in pairs]).mean()
+        when ``proposal_weight > 0``); ``student_own`` the student's predictions for its own queries and
+        ``teacher_on_student`` the teacher's for the same queries (needed when ``student_query_weight > 0``)."""
+        loss = self.agreement(student, teacher)
+        if self.student_query_weight > 0:
+            if student_own is None or teacher_on_student is None:
+                raise ValueError("CQD student-query term: the student's own and the teacher's outputs are needed")
+            loss = loss + self.student_query_weight * self.agreement(student_own, teacher_on_student)
         if self.proposal_weight > 0:
             if student_enc is None or teacher_enc is None:
                 raise ValueError("CQD proposal term: both views' enc_outputs are needed (a two-stage model)")

@@ -45,7 +45,12 @@ class DistillationObjective:
         d_t = teacher.detector.level_embed.shape[1]
         levels = student.level_embed.shape[0]
         self.tfd = TFDLoss(d_s, d_t, levels, cfg.tfd_mask) if cfg.tfd > 0 else None
-        self.cqd = CQDLoss(box_weight, giou_weight, proposal_weight=cfg.cqd_proposals) if cfg.cqd > 0 else None
+        self.cqd = (
+            CQDLoss(box_weight, giou_weight, proposal_weight=cfg.cqd_proposals,
+                    student_query_weight=cfg.cqd_student_queries)
+            if cfg.cqd > 0
+            else None
+        )
         two_stage = student.query_selector.two_stage and teacher.detector.query_selector.two_stage
         if self.cqd is not None and cfg.cqd_proposals > 0 and not two_stage:
             # checked here, not in the config: an image model without two-stage queries trains fine
@@ -53,6 +58,12 @@ class DistillationObjective:
                 f"config key 'distill.cqd_proposals' = {cfg.cqd_proposals}: the proposal term distils "
                 "two-stage encoder scores, but the student or the teacher has model.two_stage=false; "
                 "set distill.cqd_proposals=0 or use two-stage models"
+            )
+        if self.cqd is not None and cfg.cqd_student_queries > 0 and student.num_queries > teacher.detector.num_queries:
+            raise ConfigError(
+                f"config key 'distill.cqd_student_queries' = {cfg.cqd_student_queries}: the teacher decodes the "
+                f"student's {student.num_queries} queries with its own {teacher.detector.num_queries} learned "
+                "contents; give the student model.num_queries <= the teacher's or set distill.cqd_student_queries=0"
             )
         self.extra_modules = nn.ModuleDict({"tfd": self.tfd} if self.tfd is not None else {})
 
@@ -62,6 +73,14 @@ class DistillationObjective:
         self.teacher.eval()
         features = self.teacher.extract_features(batch.images, batch.masks)
         return features, self.teacher.detector.forward_features(features, return_intermediates=True)
+
+    @torch.no_grad()
+    def _teacher_on_student(self, t_outputs: dict[str, Any], s_outputs: dict[str, Any]) -> dict[str, Any]:
+        """The frozen teacher's predictions for the student's own queries (its contents, the student's
+        reference boxes), decoded on the teacher's memory: its verdict on where the student looks."""
+        ref_boxes = s_outputs["query_ref_boxes"].detach()
+        content = t_outputs["query_content"][:, : ref_boxes.shape[1]]
+        return self.teacher.detector.decode(t_outputs["memory"], content, ref_boxes)
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
         t_features, t_outputs = self._teacher(batch)
@@ -81,7 +100,9 @@ class DistillationObjective:
             total = total + self.cfg.tfd * tfd
         if self.cqd is not None:
             cross = self.student.decode(s_memory, t_outputs["query_content"], t_outputs["query_ref_boxes"])
-            cqd = self.cqd(cross, t_outputs, s_outputs.get("enc_outputs"), t_outputs.get("enc_outputs"))
+            verdict = self._teacher_on_student(t_outputs, s_outputs) if self.cfg.cqd_student_queries > 0 else None
+            cqd = self.cqd(cross, t_outputs, s_outputs.get("enc_outputs"), t_outputs.get("enc_outputs"),
+                           student_own=s_outputs, teacher_on_student=verdict)
             losses["loss_cqd"] = cqd
             total = total + self.cfg.cqd * cqd
         losses["loss_det"] = losses["loss"]
