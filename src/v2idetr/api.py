@@ -139,9 +139,18 @@ def distill(
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed, not on what ran before
     built = build(cfg, num_classes)
     student = built.model
-    if cfg.distill.init_from_teacher and not _resuming(resume, out_dir):
-        init_weights_from(student, teacher_ckpt, train_index, key="distill.init_from_teacher",
-                          hint="; set distill.init_from_teacher=false to distil into another architecture")
+    if cfg.distill.init_from_teacher and cfg.train.init_from:
+        raise ConfigError(
+            f"config keys 'distill.init_from_teacher' = true and 'train.init_from' = {cfg.train.init_from!r}: "
+            "the student can start from one set of weights; set distill.init_from_teacher=false to start "
+            "from train.init_from (e.g. an image detector's checkpoint), or drop train.init_from"
+        )
+    if not _resuming(resume, out_dir):
+        if cfg.distill.init_from_teacher:
+            init_weights_from(student, teacher_ckpt, train_index, key="distill.init_from_teacher",
+                              hint="; set distill.init_from_teacher=false to distil into another architecture")
+        elif cfg.train.init_from:
+            init_weights_from(student, cfg.train.init_from, train_index)
     objective = DistillationObjective(student, teacher_model, built.criterion, cfg.distill)
     clip_mode = "random" if cfg.distill.cqd_sampling == "random" else teacher_cfg.data.clip_mode
     meta = {

@@ -127,6 +127,8 @@ class TrainConfig:
     eval_every: int = 500
     log_every: int = 20
     keep_last: int = 2
+    # steps whose checkpoint is also written (without validation) and never pruned: a later run starts there
+    save_steps: list[int] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads on CPU, 0: library default
@@ -212,6 +214,12 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(f"config key '{dotted}' = {value!r}: expected one of {', '.join(allowed)}")
     if cfg.data.num_frames < 1:
         raise ConfigError(f"config key 'data.num_frames' = {cfg.data.num_frames}: expected >= 1")
+    bad_saves = [step for step in cfg.train.save_steps if not 1 <= step <= cfg.train.steps]
+    if bad_saves:
+        raise ConfigError(
+            f"config key 'train.save_steps' = {list(cfg.train.save_steps)}: {bad_saves} outside 1..train.steps "
+            f"= {cfg.train.steps}"
+        )
     for key in ("tfd", "cqd", "cqd_proposals", "cqd_student_queries"):
         if getattr(cfg.distill, key) < 0:
             raise ConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
 
 def test_lineage_runs_the_baseline_then_the_teacher_from_it(tmp_path: Path) -> None:
     out = tmp_path / "acc"
-    args = ["bench", "accuracy", "--out", str(out), "--rows", "student", "--seeds", "0", "--steps", "3",
+    args = ["bench", "accuracy", "--out", str(out), "--rows", "student", "student-from-baseline", "--seeds", "0",
+            "--steps", "3",
             "--teacher-steps", "1", "--student-steps", "1", "--videos", "4", "--frames", "6", "--frame-size", "64",
             "--no-progress", *QUICK]
     assert main(args) == 0
@@ -81,7 +83,17 @@ def test_lineage_runs_the_baseline_then_the_teacher_from_it(tmp_path: Path) -> N
     assert (runs / "baseline" / "seed-0" / "ckpt-00000001.ckpt").is_file()
     assert json.loads((runs / "baseline" / "seed-0" / "config.json").read_text())["train"]["steps"] == 3
     assert json.loads((runs / "student" / "seed-0" / "config.json").read_text())["train"]["steps"] == 1
+    # student-from-baseline starts where the baseline's last student-steps begin: the baseline keeps that
+    # checkpoint (step 2) though it validates only at steps 1 and 3
+    late = json.loads((runs / "student-from-baseline" / "seed-0" / "config.json").read_text())
+    assert late["train"]["init_from"] == str(runs / "baseline" / "seed-0" / "ckpt-00000002.ckpt")
+    assert late["train"]["steps"] == 1 and late["distill"]["init_from_teacher"] is False
+    assert (runs / "baseline" / "seed-0" / "ckpt-00000002.ckpt").is_file()
     assert "one lineage" in (out / "results.md").read_text()
+    # a baseline trained before it kept that checkpoint is named, not silently replaced by another start
+    (runs / "baseline" / "seed-0" / "ckpt-00000002.ckpt").unlink()
+    shutil.rmtree(runs / "student-from-baseline")
+    assert main(args) == 2
 
 
 def test_overrides_after_rows_are_overrides_not_rows(monkeypatch, tmp_path: Path) -> None:
@@ -153,6 +165,8 @@ def test_test_videos_only_with_a_preset(tmp_path: Path) -> None:
 def test_unknown_rows_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="student-xyz"):
         benchmark_accuracy(tmp_path, rows=["student-xyz"])
+    with pytest.raises(ConfigError, match="student-from-baseline.*--teacher-steps and --student-steps"):
+        benchmark_accuracy(tmp_path, rows=["baseline", "student-from-baseline"])
 
 
 def test_lineage_schedule_gives_every_single_frame_row_the_same_steps(tmp_path: Path) -> None:

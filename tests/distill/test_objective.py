@@ -86,6 +86,25 @@ def test_student_starts_at_the_teachers_detector_weights(teacher_ckpt, tiny_synt
     assert {v.shape[0] for k, v in fresh.items() if "input_proj" in k and k.endswith("0.weight")} == {16}
 
 
+def test_student_can_start_from_an_image_checkpoint_instead(teacher_ckpt, tiny_synth, tiny_model, tmp_path):
+    """train.init_from with distill.init_from_teacher=false starts the student at an image model's weights
+    (bench's student-from-baseline); asking for both starts is refused, not silently resolved."""
+    overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.steps=0", "train.eval_every=0"]
+    student_cfg = str(ROOT / "configs" / "student-tiny.yaml")
+    image = tmp_path / "image"
+    api.train(student_cfg, [*overrides, "train.steps=1"], image, progress=False)
+    start = [f"train.init_from={image / 'last.ckpt'}"]
+    api.distill(teacher_ckpt, student_cfg, [*overrides, *start, "distill.init_from_teacher=false"], tmp_path / "s",
+                progress=False)
+    student = load_checkpoint(tmp_path / "s" / "last.ckpt").model
+    image_weights = load_checkpoint(image / "last.ckpt").model
+    teacher = load_checkpoint(teacher_ckpt).model
+    assert all(torch.equal(v, image_weights[k]) for k, v in student.items())
+    assert not all(torch.equal(v, teacher[f"detector.{k}"]) for k, v in student.items())
+    with pytest.raises(ConfigError, match=r"distill.init_from_teacher.*train.init_from"):
+        api.distill(teacher_ckpt, student_cfg, [*overrides, *start], tmp_path / "both", progress=False)
+
+
 def test_distill_refuses_an_image_model_as_teacher(tiny_synth, tiny_model, tmp_path):
     image = tmp_path / "image"
     overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.steps=1", "train.eval_every=0"]

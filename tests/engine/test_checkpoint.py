@@ -87,6 +87,18 @@ def test_prune_keeps_newest(tmp_path: Path) -> None:
     ]
 
 
+def test_prune_spares_protected_steps_without_counting_them(tmp_path: Path) -> None:
+    model, _ = _model_and_optimizer()
+    for step in (1, 2, 3, 4):
+        save_checkpoint(step_checkpoint_path(tmp_path, step), model.state_dict(), {"step": step})
+    prune_step_checkpoints(tmp_path, keep=2, protected=[2])
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.ckpt")) == [
+        "ckpt-00000002.ckpt",
+        "ckpt-00000003.ckpt",
+        "ckpt-00000004.ckpt",
+    ]
+
+
 def test_no_temp_files_left_behind(tmp_path: Path) -> None:
     model, _ = _model_and_optimizer()
     save_checkpoint(tmp_path / "a.ckpt", model.state_dict(), {})

@@ -236,6 +236,20 @@ def test_time_limit_saves_without_validating_and_resume_validates(tiny_synth, tm
     assert final.step == 3 and [r["step"] for r in _records(out) if r["type"] == "eval"] == [3]
 
 
+def test_save_steps_keep_a_checkpoint_without_validating_there(tiny_synth, tmp_path: Path) -> None:
+    """A later run starts at a save step (bench's student-from-baseline): its checkpoint survives
+    pruning, and no validation runs there, so it cannot change which checkpoint is best."""
+    out = tmp_path / "run"
+    api.train(TINY, _overrides(tiny_synth, "train.steps=4", "train.eval_every=4", "train.keep_last=1",
+                               "train.save_steps=[2]"), out, progress=False)
+    assert sorted(p.name for p in out.glob("ckpt-*.ckpt")) == ["ckpt-00000002.ckpt", "ckpt-00000004.ckpt"]
+    assert load_checkpoint(out / "ckpt-00000002.ckpt").meta["step"] == 2
+    assert [r["step"] for r in _records(out) if r["type"] == "eval"] == [4]
+    with pytest.raises(ConfigError, match=r"train.save_steps.*\[5\] outside 1..train.steps = 4"):
+        api.train(TINY, _overrides(tiny_synth, "train.steps=4", "train.save_steps=[2,5]"), tmp_path / "bad",
+                  progress=False)
+
+
 def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 

@@ -48,6 +48,9 @@ class Row:
     overrides: tuple[str, ...]
     description: str
     steps_factor: int = 1  # training steps = factor x the benchmark's --steps
+    # a distillation row's first weights: its config's (the teacher's by default), or, in a lineage,
+    # the same seed's baseline at step steps - student_steps ("baseline")
+    start: str = "config"
 
 
 ROWS: dict[str, Row] = {
@@ -70,6 +73,10 @@ ROWS: dict[str, Row] = {
             "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
         Row("student-own-queries", "distill", "student", ("distill.cqd_student_queries=1.0",),
             "student, TFD + CQD with CQD's student-query term (the teacher judges the student's own queries)"),
+        Row("student-from-baseline", "distill", "student", ("distill.init_from_teacher=false",),
+            "student, TFD + CQD, from the baseline's weights student-steps before its end (lineage only): "
+            "the baseline's last steps with the distillation terms added",
+            start="baseline"),
         Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
         Row("student-fixed-sampling", "distill", "student", ("distill.cqd_sampling=fixed",),
             "student, fixed cross-view sampling"),
@@ -197,6 +204,9 @@ class Schedule:
             return [f"train.steps={self.steps * row.steps_factor}"]
         assert self.teacher_steps is not None and self.student_steps is not None
         if row.kind == "distill":
+            if row.start == "baseline":
+                start = step_checkpoint_path(baseline_run, self.steps - self.student_steps)
+                return [*continued_schedule(self.student_steps), f"train.init_from={start}"]
             return continued_schedule(self.student_steps)
         if row.config == "teacher":
             start = step_checkpoint_path(baseline_run, self.teacher_start)
@@ -204,9 +214,11 @@ class Schedule:
         steps = self.steps * row.steps_factor
         if row.name != "baseline":
             return [f"train.steps={steps}"]
-        # validates and keeps the checkpoint at the teachers' start step
+        # validates and keeps the checkpoint at the teachers' start step, and keeps the one at the
+        # student-steps-before-the-end step, where student-from-baseline starts
         return [f"train.steps={steps}", f"train.eval_every={self.teacher_start}",
-                f"train.keep_last={steps // self.teacher_start + 1}"]
+                f"train.keep_last={steps // self.teacher_start + 1}",
+                f"train.save_steps=[{self.steps - self.student_steps}]"]
 
 
 def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule: Schedule, extra: Sequence[str],
@@ -227,6 +239,11 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule
     needs = "teacher" if row.kind == "distill" else "baseline" if row.config == "teacher" and schedule.lineage else None
     if needs and not (_run_dir(out, needs, seed) / "test-metrics.json").is_file():
         _run_one(ROWS[needs], seed, out, splits, size, schedule, extra, progress)
+    if row.start == "baseline":
+        start = step_checkpoint_path(_run_dir(out, "baseline", seed), schedule.steps - (schedule.student_steps or 0))
+        if not start.is_file():
+            raise ConfigError(f"{row.name} seed {seed}: {start} is missing (the baseline was trained by an older "
+                              f"v2idetr that did not keep it); delete {start.parent} to train the baseline again")
     student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
     overrides = [f"data.train={splits.train}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
                  *row.overrides, *schedule.overrides(row, _run_dir(out, "baseline", seed))]
@@ -353,6 +370,10 @@ def benchmark_accuracy(
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
     schedule = Schedule(steps, teacher_steps, student_steps)
+    early = [r for r in rows if ROWS[r].start == "baseline"]
+    if early and not schedule.lineage:
+        raise ConfigError(f"--rows {' '.join(early)}: starts from the baseline's weights before its end, which "
+                          "needs one lineage of weights (--teacher-steps and --student-steps)")
     if test_videos is not None and (test_videos < 1 or data is not None):
         raise ConfigError(f"--test-videos {test_videos}: expected >= 1, and only with a synthetic preset "
                           "(your own data bring their --test file)")

@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,10 +198,13 @@ def step_checkpoint_path(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / f"ckpt-{step:08d}.ckpt"
 
 
-def prune_step_checkpoints(out_dir: Path, keep: int) -> None:
-    """Keep the ``keep`` newest ``ckpt-*.ckpt`` files (``last.ckpt`` and ``best.ckpt`` are separate)."""
+def prune_step_checkpoints(out_dir: Path, keep: int, protected: Sequence[int] = ()) -> None:
+    """Keep the ``keep`` newest ``ckpt-*.ckpt`` files (``last.ckpt`` and ``best.ckpt`` are separate) and
+    those of the ``protected`` steps, which do not count towards ``keep``."""
     found = sorted(
-        (int(m.group(1)), p) for p in Path(out_dir).glob("ckpt-*.ckpt") if (m := _STEP_FILE.match(p.name))
+        (int(m.group(1)), p)
+        for p in Path(out_dir).glob("ckpt-*.ckpt")
+        if (m := _STEP_FILE.match(p.name)) and int(m.group(1)) not in protected
     )
     for _, old in found[: max(0, len(found) - max(keep, 1))]:
         old.unlink(missing_ok=True)

@@ -376,7 +376,7 @@ class Trainer:
         if self.val_index is None or not (self.out_dir / "best.ckpt").exists():
             self._save(self.out_dir / "best.ckpt", state, full=False, weights_from_ema=True)
         self._save(step_checkpoint_path(self.out_dir, state.step), state, full=True)
-        prune_step_checkpoints(self.out_dir, self.cfg.train.keep_last)
+        prune_step_checkpoints(self.out_dir, self.cfg.train.keep_last, self.cfg.train.save_steps)
         self._save(self.out_dir / "last.ckpt", state, full=True)
         barrier(self.ctx)
 
@@ -534,12 +534,14 @@ class Trainer:
                 if any_true(stop_reason is not None, ctx, self.device) and stop_reason is None:
                     stop_reason = "stop requested by another process"
                 periodic = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
-                if periodic or state.step == cfg.train.steps or stop_reason:
+                evaluated = periodic or state.step == cfg.train.steps
+                if evaluated or stop_reason or state.step in cfg.train.save_steps:
                     # An early stop (preemption signal, Ctrl-C, time limit) may have only seconds
                     # left: write the checkpoint at once and leave validation to the resumed run.
                     # stop_reason agrees on every process, so they all skip the (collective) validation.
-                    early = stop_reason is not None and not (periodic or state.step == cfg.train.steps)
-                    self._checkpoint(state, metrics_log, validate=not early)
+                    # A save step is only kept for a later run: validating there would change which
+                    # checkpoint is best.
+                    self._checkpoint(state, metrics_log, validate=evaluated)
                 if stop_reason:
                     log.warning("stopping at step %d (%s); resume with --resume", state.step, stop_reason)
                     break
