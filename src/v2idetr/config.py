@@ -100,7 +100,7 @@ class DistillConfig:
     tfd: float = 1.0
     # CQD's loss is small beside the detection loss; 5 beat 1 on 9 of 10 paired seeds (docs/RESULTS.md).
     cqd: float = 5.0
-    tfd_mask: str = "gaussian"  # gaussian | binary
+    tfd_mask: str = "gaussian"  # gaussian | binary | full (every pixel: not target-guided)
     tfd_features: str = "memory"  # memory | backbone
     cqd_sampling: str = "random"  # random | fixed
     cqd_proposals: float = 2.0  # weight of CQD's dense two-stage proposal-score term (0: off; docs/METHOD.md)
@@ -167,7 +167,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.clip_mode": ("adjacent", "random", "global", "past"),
     "model.backbone": ("resnet18", "resnet34", "resnet50"),
     "model.temporal": ("none", "mean", "msi"),
-    "distill.tfd_mask": ("gaussian", "binary"),
+    "distill.tfd_mask": ("gaussian", "binary", "full"),
     "distill.tfd_features": ("memory", "backbone"),
     "distill.cqd_sampling": ("random", "fixed"),
     "train.schedule": ("cosine", "step", "constant"),

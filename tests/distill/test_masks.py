@@ -46,3 +46,11 @@ def test_no_boxes_gives_zero_and_batch_levels() -> None:
     maps = foreground_masks(targets, [(8, 8), (4, 4)], ratios)
     assert [tuple(m.shape) for m in maps] == [(2, 8, 8), (2, 4, 4)]
     assert maps[0][0].sum() == 0 and maps[0][1].sum() > 0
+
+
+def test_full_mask_covers_every_unpadded_pixel_with_or_without_boxes() -> None:
+    targets = [{"boxes": torch.zeros(0, 4)}, {"boxes": torch.tensor([[0.2, 0.2, 0.1, 0.1]])}]
+    ratios = torch.tensor([[[0.5, 1.0]], [[1.0, 1.0]]])  # image 0 is padded on its right half
+    (maps,) = foreground_masks(targets, [(4, 8)], ratios, mode="full")
+    assert maps[0][:, :4].eq(1).all() and maps[0][:, 4:].eq(0).all()
+    assert maps[1].eq(1).all()

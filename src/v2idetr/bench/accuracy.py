@@ -78,6 +78,8 @@ ROWS: dict[str, Row] = {
             "the baseline's last steps with the distillation terms added",
             start="baseline"),
         Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
+        Row("student-full-mask", "distill", "student", ("distill.tfd_mask=full",),
+            "student, TFD over every pixel (background, look-alikes and lesion-free frames too)"),
         Row("student-fixed-sampling", "distill", "student", ("distill.cqd_sampling=fixed",),
             "student, fixed cross-view sampling"),
     )

@@ -30,14 +30,19 @@ def foreground_mask(
     ``gaussian``: per box a 2-D Gaussian centred on the box centre with standard deviations
     ``sigma_scale * (box w, box h)`` in feature pixels (default: the box edge sits at 2 sigma), the
     map being the maximum over boxes. ``binary``: 1 on pixels whose centre lies inside a box.
+    ``full``: 1 on every unpadded pixel, boxes or not (not target-guided: the teacher's features of
+    the background and of look-alikes are distilled too, lesion-free frames included).
     ``valid = (valid_w, valid_h)``: the unpadded fraction of the map.
     """
     h, w = size
+    ys, xs = _pixel_centres(h, w, boxes.device)
+    vw, vh = valid
+    valid_mask = (xs <= w * vw) & (ys <= h * vh)
+    if mode == "full":
+        return valid_mask.float()
     out = torch.zeros(h, w, device=boxes.device)
     if len(boxes) == 0:
         return out
-    ys, xs = _pixel_centres(h, w, boxes.device)
-    vw, vh = valid
     scale = boxes.new_tensor([w * vw, h * vh, w * vw, h * vh])
     for cx, cy, bw, bh in (boxes.float() * scale).tolist():
         if mode == "gaussian":
@@ -48,9 +53,8 @@ def foreground_mask(
             inside_y = (ys >= cy - bh / 2) & (ys <= cy + bh / 2)
             m = (inside_x & inside_y).float()
         else:
-            raise ValueError(f"unknown mask mode {mode!r}: expected 'gaussian' or 'binary'")
+            raise ValueError(f"unknown mask mode {mode!r}: expected 'gaussian', 'binary' or 'full'")
         out = torch.maximum(out, m)
-    valid_mask = (xs <= w * vw) & (ys <= h * vh)
     return out * valid_mask
 
 
