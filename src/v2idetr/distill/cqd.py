@@ -24,7 +24,7 @@ probability, at least 1), so a few confident tokens are not drowned by thousands
 Student-query term (``student_query_weight > 0``; the other direction of the cross-view, also this
 code's addition): the teacher's queries only visit where the *teacher* looks, so a place only the
 student proposes (a one-frame look-alike the teacher has learnt to reject) never gets the teacher's
-verdict. Here the frozen teacher decodes the student's own queries (its learned content, the
+verdict. Here the frozen teacher decodes the student's own queries (the teacher's learned contents, the
 student's reference boxes) on the teacher's memory, and the student's own predictions for those
 queries are trained to agree with that verdict, with the same per-query loss.
 """
