@@ -185,6 +185,11 @@ def test_lineage_schedule_gives_every_single_frame_row_the_same_steps(tmp_path: 
     init = [o for o in one.overrides(ROWS["teacher"], tmp_path / "base") if o.startswith("train.init_from=")]
     assert init == [f"train.init_from={tmp_path / 'base' / 'ckpt-00000256.ckpt'}"]
     assert "train.eval_every=256" in one.overrides(ROWS["baseline"], tmp_path / "base")
+    # student-from-baseline starts at the baseline's step 400 (80 before its end), which it keeps
+    assert one.student_start == 400
+    assert "train.save_steps=[400]" in one.overrides(ROWS["baseline"], tmp_path / "base")
+    late = one.overrides(ROWS["student-from-baseline"], tmp_path / "base")
+    assert f"train.init_from={tmp_path / 'base' / 'ckpt-00000400.ckpt'}" in late and "train.steps=80" in late
     assert continued_schedule(80) == ["train.steps=80", "train.warmup_steps=8"]
     assert "teachers 144 from the baseline's step 256" in one.describe()
     assert "baseline-2x" not in one.describe(["baseline", "teacher"])

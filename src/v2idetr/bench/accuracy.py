@@ -187,8 +187,13 @@ class Schedule:
         return self.teacher_steps is not None
 
     @property
+    def student_start(self) -> int:
+        """The baseline's step where its last ``student_steps`` begin (``student-from-baseline`` starts there)."""
+        return self.steps - (self.student_steps or 0)
+
+    @property
     def teacher_start(self) -> int:
-        return self.steps - (self.teacher_steps or 0) - (self.student_steps or 0)
+        return self.student_start - (self.teacher_steps or 0)
 
     def describe(self, rows: Sequence[str] = ()) -> str:
         """The schedule in words; ``baseline-2x``'s steps only when it is among ``rows``."""
@@ -207,7 +212,7 @@ class Schedule:
         assert self.teacher_steps is not None and self.student_steps is not None
         if row.kind == "distill":
             if row.start == "baseline":
-                start = step_checkpoint_path(baseline_run, self.steps - self.student_steps)
+                start = step_checkpoint_path(baseline_run, self.student_start)
                 return [*continued_schedule(self.student_steps), f"train.init_from={start}"]
             return continued_schedule(self.student_steps)
         if row.config == "teacher":
@@ -220,7 +225,7 @@ class Schedule:
         # student-steps-before-the-end step, where student-from-baseline starts
         return [f"train.steps={steps}", f"train.eval_every={self.teacher_start}",
                 f"train.keep_last={steps // self.teacher_start + 1}",
-                f"train.save_steps=[{self.steps - self.student_steps}]"]
+                f"train.save_steps=[{self.student_start}]"]
 
 
 def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule: Schedule, extra: Sequence[str],
@@ -242,7 +247,7 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule
     if needs and not (_run_dir(out, needs, seed) / "test-metrics.json").is_file():
         _run_one(ROWS[needs], seed, out, splits, size, schedule, extra, progress)
     if row.start == "baseline":
-        start = step_checkpoint_path(_run_dir(out, "baseline", seed), schedule.steps - (schedule.student_steps or 0))
+        start = step_checkpoint_path(_run_dir(out, "baseline", seed), schedule.student_start)
         if not start.is_file():
             raise ConfigError(f"{row.name} seed {seed}: {start} is missing (the baseline was trained by an older "
                               f"v2idetr that did not keep it); delete {start.parent} to train the baseline again")
