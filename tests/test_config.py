@@ -32,6 +32,8 @@ def test_defaults_then_yaml_then_overrides(tmp_path: Path) -> None:
         ("nokey", "key=value"),
         ("distill.tfd=-1", "distill.tfd"),
         ("distill.cqd_proposals=-0.5", "distill.cqd_proposals"),
+        ("distill.hard_frames=1.5", "distill.hard_frames"),
+        ("distill.hard_frames=-0.1", "distill.hard_frames"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, needle: str) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from v2idetr.config import Config, config_from_dict, load_config
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
+from v2idetr.distill.hard_frames import teacher_chosen_weights
 from v2idetr.distill.objective import DistillationObjective
 from v2idetr.engine.checkpoint import Checkpoint, find_resume_checkpoint, load_checkpoint
 from v2idetr.engine.coco_results import read_coco_results
@@ -117,6 +118,8 @@ def distill(
     The student sees only the key frame; the teacher sees clips of its own length, whose support
     frames are drawn at random within ``data.window`` (``distill.cqd_sampling=random``) or at the
     teacher's fixed offsets (``fixed``). The saved checkpoints hold only the student's weights.
+    With ``distill.hard_frames`` > 0, that share of the samples is drawn where the teacher and the
+    starting student disagree most (``distill.hard_frames``).
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if cfg.model.temporal != "none" or cfg.data.num_frames != 1:
@@ -174,6 +177,11 @@ def distill(
         train_clips=(teacher_cfg.data.num_frames, clip_mode),
     )
     teacher_model.to(trainer.device)
+    if cfg.distill.hard_frames > 0:
+        set_threads(cfg.train.threads)
+        trainer.frame_weights = teacher_chosen_weights(
+            Path(out_dir), _resuming(resume, out_dir), cfg.distill.hard_frames, teacher_model, teacher_cfg, student,
+            cfg, train_index, trainer.device, progress=progress)
     return trainer.fit(resume=resume)
 
 

@@ -106,6 +106,9 @@ class DistillConfig:
     cqd_proposals: float = 2.0  # weight of CQD's dense two-stage proposal-score term (0: off; docs/METHOD.md)
     # weight of CQD's student-query term: the teacher's verdict on the student's own queries (0: off; docs/METHOD.md)
     cqd_student_queries: float = 0.0
+    # share of training samples drawn in proportion to the teacher-student disagreement on the frame
+    # (0: uniform; distill/hard_frames.py)
+    hard_frames: float = 0.0
     init_from_teacher: bool = True
 
 
@@ -225,6 +228,10 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(
                 f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a weight >= 0 (0: off)"
             )
+    if not 0.0 <= cfg.distill.hard_frames <= 1.0:
+        raise ConfigError(
+            f"config key 'distill.hard_frames' = {cfg.distill.hard_frames}: expected a share of the samples in 0..1"
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -1,3 +1,5 @@
+import pytest
+
 from v2idetr.data.sampler import ResumableSampler
 
 
@@ -28,3 +30,25 @@ def test_ranks_split_the_epoch_disjointly_and_equally() -> None:
         parts.append(list(s))
     assert all(len(p) == 4 for p in parts)
     assert set().union(*parts) == set(range(10))
+
+
+def test_weighted_epochs_draw_in_proportion_and_resume_exactly() -> None:
+    s = ResumableSampler(4, seed=2, weights=[0.0, 0.0, 1.0, 3.0])
+    drawn = []
+    for epoch in range(500):
+        s.set_epoch(epoch)
+        drawn += list(s)
+    assert len(drawn) == 2000 and set(drawn) == {2, 3}  # zero weight: never drawn
+    assert 2.6 < drawn.count(3) / drawn.count(2) < 3.4
+    s.set_epoch(7)
+    full = list(s)
+    s.set_epoch(7, start=1)
+    assert list(s) == full[1:]
+
+
+def test_bad_weights_are_refused() -> None:
+    for weights in ([1.0, 1.0], [1.0, -1.0, 1.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="weights"):
+            ResumableSampler(3, weights=weights)
+    with pytest.raises(ValueError, match="shuffle"):
+        ResumableSampler(3, shuffle=False, weights=[1.0, 1.0, 1.0])

@@ -17,19 +17,6 @@ from v2idetr.models.detector import build_detector
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def teacher_ckpt(tiny_synth, tiny_model, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("teacher")
-    api.train(
-        str(ROOT / "configs" / "teacher-tiny.yaml"),
-        [*tiny_model, f"data.train={tiny_synth.train_json}", f"data.val={tiny_synth.val_json}", "train.steps=3",
-         "train.eval_every=0"],
-        out,
-        progress=False,
-    )
-    return out / "best.ckpt"
-
-
 def test_teacher_checkpoint_knows_it_is_a_teacher_and_evaluates_on_clips(teacher_ckpt, tiny_synth, tmp_path):
     ckpt = load_checkpoint(teacher_ckpt)
     assert ckpt.kind == "teacher"

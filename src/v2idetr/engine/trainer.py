@@ -242,10 +242,12 @@ class Trainer:
         extra_modules: nn.Module | None = None,
         progress: bool = True,
         train_clips: tuple[int, str] | None = None,
+        frame_weights: dict[int, float] | None = None,
     ):
         """``train_clips = (frames, mode)`` overrides the config's clip sampling for the training data
         only (distillation: the teacher's clips for training, the student's key frames for validation);
-        ``extra_modules``: training-only modules optimised with the model, saved apart from it."""
+        ``extra_modules``: training-only modules optimised with the model, saved apart from it;
+        ``frame_weights``: sampling weight per training key frame's ``image_id`` (default: uniform)."""
         self.cfg, self.model, self.objective, self.postprocess = cfg, model, objective, postprocess
         self.train_index, self.val_index = train_index, val_index
         self.out_dir = Path(out_dir)
@@ -253,6 +255,7 @@ class Trainer:
         self.extra_modules = extra_modules
         self.progress = progress
         self.train_clips = train_clips or (cfg.data.num_frames, cfg.data.clip_mode)
+        self.frame_weights = frame_weights
         # Under torchrun each process has its own GPU; known before fit() so that modules the caller
         # moves to trainer.device (the distillation teacher) land on the right one.
         self.device = local_device(resolve_device(cfg.train.device))
@@ -276,8 +279,14 @@ class Trainer:
                 f"training set has {len(dataset)} key frames, fewer than data.batch_size={cfg.data.batch_size}"
                 + (f" x {world} processes" if world > 1 else "")
             )
+        weights = None
+        if self.frame_weights is not None:
+            missing = [f.image_id for f in dataset.key_frames if f.image_id not in self.frame_weights]
+            if missing:
+                raise V2IDetrError(f"no sampling weight for training frames with image ids {missing[:10]}")
+            weights = [self.frame_weights[f.image_id] for f in dataset.key_frames]
         sampler = ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed, rank=self.ctx.rank,
-                                   world_size=world)
+                                   world_size=world, weights=weights)
         loader = DataLoader(
             dataset,
             batch_size=cfg.data.batch_size,

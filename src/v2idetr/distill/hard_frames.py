@@ -1,0 +1,135 @@
+"""Teacher-chosen training frames: distil more often where the teacher and the student disagree.
+
+The teacher's lead over a single-frame detector lies on few frames (degraded ones, look-alikes,
+docs/RESULTS.md), which a uniform sampler shows the student as rarely as any other frame. Before
+distillation, the frozen teacher (on its clips) and the starting student (on the key frame) both
+detect on every training key frame, without augmentation; a frame's *disagreement* is the largest
+score difference between a detection of one and the best-matching detection of the other (same
+label, IoU >= ``MATCH_IOU``; no match counts as a score of 0). It is high where the teacher finds
+a lesion the student misses, and where the student fires on something the teacher rejects. Every
+frame has some, since the two models' scores are not calibrated alike (a student starting at the
+teacher's detector scores most lesions lower without the support frames), so what counts is the
+*excess* over the median frame's. With ``distill.hard_frames = h``, a share ``h`` of the training
+samples is drawn in proportion to the excess and the rest uniformly. No labels are used: the
+teacher alone says which frames matter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.ops import box_iou
+
+from v2idetr.atomic import atomic_write_json
+from v2idetr.config import Config
+from v2idetr.data.index import DatasetIndex
+from v2idetr.engine.inference import Predictions, build_eval_loader, predict_loader
+from v2idetr.errors import CheckpointError
+from v2idetr.models.postprocess import PostProcess
+
+log = logging.getLogger(__name__)
+
+MATCH_IOU = 0.5
+WEIGHTS_FILE = "frame-weights.json"
+
+
+def one_way_disagreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    """max over ``a``'s detections of (its score - the best score ``b`` gives the same lesion), >= 0."""
+    if len(a["scores"]) == 0:
+        return 0.0
+    best_b = np.zeros(len(a["scores"]), dtype=np.float64)
+    if len(b["scores"]):
+        iou = box_iou(torch.as_tensor(a["boxes"], dtype=torch.float32),
+                      torch.as_tensor(b["boxes"], dtype=torch.float32)).numpy()
+        same = (a["labels"][:, None] == b["labels"][None, :]) & (iou >= MATCH_IOU)
+        best_b = np.where(same, b["scores"][None, :], 0.0).max(axis=1)
+    return float(np.clip(a["scores"] - best_b, 0.0, None).max())
+
+
+def frame_disagreement(teacher: dict[str, np.ndarray], student: dict[str, np.ndarray]) -> float:
+    """Symmetric: what the teacher finds that the student misses, or the other way round."""
+    return max(one_way_disagreement(teacher, student), one_way_disagreement(student, teacher))
+
+
+def sampling_weights(disagreement: np.ndarray, share: float) -> np.ndarray:
+    """Per-frame probabilities: ``share`` in proportion to the disagreement's excess over the median
+    frame's, the rest uniform."""
+    n = len(disagreement)
+    uniform = np.full(n, 1.0 / n)
+    excess = np.clip(disagreement - np.median(disagreement), 0.0, None)
+    total = float(excess.sum())
+    if share == 0.0 or total <= 0.0:
+        return uniform
+    return (1.0 - share) * uniform + share * excess / total
+
+
+def score_frames(teacher: nn.Module, teacher_cfg: Config, student: nn.Module, student_cfg: Config,
+                 index: DatasetIndex, device: torch.device, progress: bool = True) -> dict[int, float]:
+    """Disagreement per training key frame (``image_id``), from one prediction pass of each model."""
+    def predict(model: nn.Module, cfg: Config, desc: str) -> Predictions:
+        loader = build_eval_loader(cfg, index, batch_size=student_cfg.data.batch_size)
+        return predict_loader(model, PostProcess(student_cfg.eval.num_select), loader, device, progress, desc)
+
+    by_teacher = predict(teacher, teacher_cfg, "score frames: teacher")
+    by_student = predict(student, student_cfg, "score frames: student")
+    return {i: frame_disagreement(by_teacher[i], by_student[i]) for i in by_teacher}
+
+
+def write_weights(path: Path, share: float, index: DatasetIndex, disagreement: dict[int, float]) -> None:
+    """Every frame's disagreement, hardest first, so a user can see which frames the teacher chose."""
+    files = {f.image_id: f.file_name or str(f.path) for v in index.videos for f in v.frames}
+    frames = sorted(disagreement.items(), key=lambda kv: -kv[1])
+    atomic_write_json(path, {
+        "hard_frames": share,
+        "measure": f"max score difference between matched detections (IoU >= {MATCH_IOU}) of teacher and student",
+        "frames": [{"image_id": i, "file": files.get(i, ""), "disagreement": round(d, 6)} for i, d in frames],
+    }, indent=1)
+
+
+def read_weights(path: Path) -> dict[int, float]:
+    try:
+        record = json.loads(path.read_text())
+        return {int(f["image_id"]): float(f["disagreement"]) for f in record["frames"]}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable frame weights ({e}); expected the JSON `v2idetr distill` writes with "
+            "distill.hard_frames > 0 (the resumed run needs the weights its first part sampled with)"
+        ) from e
+
+
+def summary(disagreement: dict[int, float], share: float) -> dict[str, Any]:
+    """How concentrated the sampling is: the share of samples the hardest tenth of the frames gets."""
+    values = np.sort(np.fromiter(disagreement.values(), dtype=np.float64))[::-1]
+    probs = np.sort(sampling_weights(values, share))[::-1]
+    tenth = max(1, len(values) // 10)
+    return {"frames": len(values), "mean_disagreement": float(values.mean()),
+            "top_tenth_share": float(probs[:tenth].sum())}
+
+
+def teacher_chosen_weights(out_dir: Path, resuming: bool, share: float, teacher: nn.Module, teacher_cfg: Config,
+                           student: nn.Module, student_cfg: Config, index: DatasetIndex, device: torch.device,
+                           progress: bool = True) -> dict[int, float]:
+    """Sampling probability per training ``image_id``: scored now with the starting student (and kept
+    in ``out_dir``/``WEIGHTS_FILE``), or read back when resuming, whose student has moved on."""
+    path = out_dir / WEIGHTS_FILE
+    if resuming:
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the run being resumed was started without "
+                                  "distill.hard_frames, or the file was deleted; resume with the same config")
+        disagreement = read_weights(path)
+    else:
+        teacher.to(device)
+        student.to(device)
+        disagreement = score_frames(teacher, teacher_cfg, student, student_cfg, index, device, progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_weights(path, share, index, disagreement)
+    log.info("teacher-chosen frames: %s", json.dumps(summary(disagreement, share)))
+    ids = list(disagreement)
+    probs = sampling_weights(np.array([disagreement[i] for i in ids]), share)
+    return dict(zip(ids, probs.tolist(), strict=True))
