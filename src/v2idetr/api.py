@@ -119,7 +119,7 @@ def distill(
     frames are drawn at random within ``data.window`` (``distill.cqd_sampling=random``) or at the
     teacher's fixed offsets (``fixed``). The saved checkpoints hold only the student's weights.
     With ``distill.hard_frames`` > 0, that share of the samples is drawn where the teacher and the
-    starting student disagree most (``distill.hard_frames``).
+    starting student disagree most (``distill/hard_frames.py``).
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if cfg.model.temporal != "none" or cfg.data.num_frames != 1:
