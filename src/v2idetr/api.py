@@ -148,7 +148,8 @@ def distill(
             "the student can start from one set of weights; set distill.init_from_teacher=false to start "
             "from train.init_from (e.g. an image detector's checkpoint), or drop train.init_from"
         )
-    if not _resuming(resume, out_dir):
+    resuming = _resuming(resume, out_dir)
+    if not resuming:
         if cfg.distill.init_from_teacher:
             init_weights_from(student, teacher_ckpt, train_index, key="distill.init_from_teacher",
                               hint="; set distill.init_from_teacher=false to distil into another architecture")
@@ -180,7 +181,7 @@ def distill(
     if cfg.distill.hard_frames > 0:
         set_threads(cfg.train.threads)
         trainer.frame_weights = teacher_chosen_weights(
-            Path(out_dir), _resuming(resume, out_dir), cfg.distill.hard_frames, teacher_model, teacher_cfg, student,
+            Path(out_dir), resuming, cfg.distill.hard_frames, teacher_model, teacher_cfg, student,
             cfg, train_index, trainer.device, progress=progress)
     return trainer.fit(resume=resume)
 

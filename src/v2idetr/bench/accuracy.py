@@ -196,6 +196,10 @@ class Schedule:
         """The baseline's step where its last ``student_steps`` begin (``student-from-baseline`` starts there)."""
         return self.steps - (self.student_steps or 0)
 
+    def student_start_checkpoint(self, baseline_run: Path) -> Path:
+        """The baseline's checkpoint at ``student_start`` (kept by its ``train.save_steps``)."""
+        return step_checkpoint_path(baseline_run, self.student_start)
+
     @property
     def teacher_start(self) -> int:
         return self.student_start - (self.teacher_steps or 0)
@@ -217,7 +221,7 @@ class Schedule:
         assert self.teacher_steps is not None and self.student_steps is not None
         if row.kind == "distill":
             if row.start == "baseline":
-                start = step_checkpoint_path(baseline_run, self.student_start)
+                start = self.student_start_checkpoint(baseline_run)
                 return [*continued_schedule(self.student_steps), f"train.init_from={start}"]
             return continued_schedule(self.student_steps)
         if row.config == "teacher":
@@ -252,7 +256,7 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule
     if needs and not (_run_dir(out, needs, seed) / "test-metrics.json").is_file():
         _run_one(ROWS[needs], seed, out, splits, size, schedule, extra, progress)
     if row.start == "baseline":
-        start = step_checkpoint_path(_run_dir(out, "baseline", seed), schedule.student_start)
+        start = schedule.student_start_checkpoint(_run_dir(out, "baseline", seed))
         if not start.is_file():
             raise ConfigError(f"{row.name} seed {seed}: {start} is missing (the baseline was trained by an older "
                               f"v2idetr that did not keep it); delete {start.parent} to train the baseline again")

@@ -103,13 +103,11 @@ def read_weights(path: Path) -> dict[int, float]:
         ) from e
 
 
-def summary(disagreement: dict[int, float], share: float) -> dict[str, Any]:
+def summary(disagreement: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """How concentrated the sampling is: the share of samples the hardest tenth of the frames gets."""
-    values = np.sort(np.fromiter(disagreement.values(), dtype=np.float64))[::-1]
-    probs = np.sort(sampling_weights(values, share))[::-1]
-    tenth = max(1, len(values) // 10)
-    return {"frames": len(values), "mean_disagreement": float(values.mean()),
-            "top_tenth_share": float(probs[:tenth].sum())}
+    tenth = max(1, len(probs) // 10)
+    return {"frames": len(probs), "mean_disagreement": float(disagreement.mean()),
+            "top_tenth_share": float(np.sort(probs)[::-1][:tenth].sum())}
 
 
 def teacher_chosen_weights(out_dir: Path, resuming: bool, share: float, teacher: nn.Module, teacher_cfg: Config,
@@ -129,7 +127,8 @@ def teacher_chosen_weights(out_dir: Path, resuming: bool, share: float, teacher:
         disagreement = score_frames(teacher, teacher_cfg, student, student_cfg, index, device, progress)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_weights(path, share, index, disagreement)
-    log.info("teacher-chosen frames: %s", json.dumps(summary(disagreement, share)))
     ids = list(disagreement)
-    probs = sampling_weights(np.array([disagreement[i] for i in ids]), share)
+    values = np.array([disagreement[i] for i in ids])
+    probs = sampling_weights(values, share)
+    log.info("teacher-chosen frames: %s", json.dumps(summary(values, probs)))
     return dict(zip(ids, probs.tolist(), strict=True))
