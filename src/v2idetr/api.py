@@ -181,8 +181,8 @@ def distill(
     if cfg.distill.hard_frames > 0:
         set_threads(cfg.train.threads)
         trainer.frame_weights = teacher_chosen_weights(
-            Path(out_dir), resuming, cfg.distill.hard_frames, teacher_model, teacher_cfg, student,
-            cfg, train_index, trainer.device, progress=progress)
+            Path(out_dir), resuming, cfg, teacher_model, teacher_cfg, student, train_index, trainer.device,
+            progress=progress)
     return trainer.fit(resume=resume)
 
 

@@ -109,6 +109,9 @@ class DistillConfig:
     # share of training samples drawn in proportion to the teacher-student disagreement on the frame
     # (0: uniform; distill/hard_frames.py)
     hard_frames: float = 0.0
+    # teacher: the frames the teacher detects a lesion in and the rest each keep their uniform share
+    # of the samples, the choice acts within each; none: one excess over all frames
+    hard_frames_strata: str = "teacher"
     init_from_teacher: bool = True
 
 
@@ -173,6 +176,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "distill.tfd_mask": ("gaussian", "binary", "full"),
     "distill.tfd_features": ("memory", "backbone"),
     "distill.cqd_sampling": ("random", "fixed"),
+    "distill.hard_frames_strata": ("teacher", "none"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.amp": ("none", "bf16", "fp16"),
     "eval.protocol": ("yona", "strict", "stft"),

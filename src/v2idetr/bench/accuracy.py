@@ -77,11 +77,18 @@ ROWS: dict[str, Row] = {
             "student, TFD + CQD, from the baseline's weights student-steps before its end (lineage only): "
             "the baseline's last steps with the distillation terms added",
             start="baseline"),
-        Row("student-hard-frames", "distill", "student", ("distill.hard_frames=0.5",),
-            "student, TFD + CQD, half the samples drawn where teacher and student disagree most"),
+        Row("student-hard-frames", "distill", "student", ("distill.hard_frames=0.5", "distill.hard_frames_strata=none"),
+            "student, TFD + CQD, half the samples drawn where teacher and student disagree most (one excess over "
+            "all frames: lesion-free frames drawn less often)"),
         Row("student-hard-frames-init-only", "distill", "student",
-            ("distill.hard_frames=0.5", "distill.tfd=0.0", "distill.cqd=0.0"),
-            "student from the teacher's weights, teacher-chosen frames, no distillation loss (control)"),
+            ("distill.hard_frames=0.5", "distill.hard_frames_strata=none", "distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, student-hard-frames' sampling, no distillation loss (control)"),
+        Row("student-chosen-frames", "distill", "student", ("distill.hard_frames=0.8",),
+            "student, TFD + CQD, 80% of the samples drawn where teacher and student disagree most, within the "
+            "frames the teacher detects a lesion in and within the rest (each keeps its share)"),
+        Row("student-chosen-frames-init-only", "distill", "student",
+            ("distill.hard_frames=0.8", "distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, student-chosen-frames' sampling, no distillation loss (control)"),
         Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
         Row("student-full-mask", "distill", "student", ("distill.tfd_mask=full",),
             "student, TFD over every pixel (background, look-alikes and lesion-free frames too)"),

@@ -12,12 +12,21 @@ teacher's detector scores most lesions lower without the support frames), so wha
 *excess* over the median frame's. With ``distill.hard_frames = h``, a share ``h`` of the training
 samples is drawn in proportion to the excess and the rest uniformly. No labels are used: the
 teacher alone says which frames matter.
+
+Drawing all frames by one excess takes samples from the frames both models agree on, most of them
+lesion-free, and the student then raises more false alarms there (docs/RESULTS.md). So by default
+(``distill.hard_frames_strata = "teacher"``) the frames are split by the teacher's verdict: those it
+detects a lesion in (a score >= the evaluation protocol's threshold) and those it does not. Each
+group keeps its uniform share of the samples and the excess is taken over its own median, so the
+choice moves samples among the lesion frames (towards degraded ones) and among the lesion-free ones
+(towards those the student fires on), never from one group to the other.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,7 @@ from v2idetr.atomic import atomic_write_json
 from v2idetr.config import Config
 from v2idetr.data.index import DatasetIndex
 from v2idetr.engine.inference import Predictions, build_eval_loader, predict_loader
+from v2idetr.engine.metrics import resolve_protocol
 from v2idetr.errors import CheckpointError
 from v2idetr.models.postprocess import PostProcess
 
@@ -37,6 +47,14 @@ log = logging.getLogger(__name__)
 
 MATCH_IOU = 0.5
 WEIGHTS_FILE = "frame-weights.json"
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """One training frame's scores: the two models' disagreement and the teacher's own best score."""
+
+    disagreement: float
+    teacher_score: float
 
 
 def one_way_disagreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
@@ -57,78 +75,104 @@ def frame_disagreement(teacher: dict[str, np.ndarray], student: dict[str, np.nda
     return max(one_way_disagreement(teacher, student), one_way_disagreement(student, teacher))
 
 
-def sampling_weights(disagreement: np.ndarray, share: float) -> np.ndarray:
-    """Per-frame probabilities: ``share`` in proportion to the disagreement's excess over the median
-    frame's, the rest uniform."""
+def sampling_weights(disagreement: np.ndarray, share: float, groups: np.ndarray | None = None) -> np.ndarray:
+    """Per-frame probabilities: within each group (all frames one group by default), ``share`` of its
+    samples in proportion to the disagreement's excess over the group's median frame, the rest
+    uniform; every group keeps its uniform share ``n_group / n`` of all samples."""
     n = len(disagreement)
-    uniform = np.full(n, 1.0 / n)
-    excess = np.clip(disagreement - np.median(disagreement), 0.0, None)
-    total = float(excess.sum())
-    if share == 0.0 or total <= 0.0:
-        return uniform
-    return (1.0 - share) * uniform + share * excess / total
+    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)
+    probs = np.full(n, 1.0 / n)
+    if share == 0.0:
+        return probs
+    for g in np.unique(groups):
+        member = groups == g
+        excess = np.clip(disagreement[member] - np.median(disagreement[member]), 0.0, None)
+        total = float(excess.sum())
+        if total > 0.0:
+            probs[member] = (1.0 - share) / n + share * (member.sum() / n) * excess / total
+    return probs
+
+
+def teacher_groups(scores: list[FrameScore], strata: str, score_thresh: float) -> np.ndarray | None:
+    """Group per frame for ``sampling_weights``: 1 where the teacher detects a lesion, 0 where not."""
+    if strata == "none":
+        return None
+    return np.array([int(f.teacher_score >= score_thresh) for f in scores], dtype=np.int64)
 
 
 def score_frames(teacher: nn.Module, teacher_cfg: Config, student: nn.Module, student_cfg: Config,
-                 index: DatasetIndex, device: torch.device, progress: bool = True) -> dict[int, float]:
-    """Disagreement per training key frame (``image_id``), from one prediction pass of each model."""
+                 index: DatasetIndex, device: torch.device, progress: bool = True) -> dict[int, FrameScore]:
+    """Scores per training key frame (``image_id``), from one prediction pass of each model."""
     def predict(model: nn.Module, cfg: Config, desc: str) -> Predictions:
         loader = build_eval_loader(cfg, index, batch_size=student_cfg.data.batch_size)
         return predict_loader(model, PostProcess(student_cfg.eval.num_select), loader, device, progress, desc)
 
     by_teacher = predict(teacher, teacher_cfg, "score frames: teacher")
     by_student = predict(student, student_cfg, "score frames: student")
-    return {i: frame_disagreement(by_teacher[i], by_student[i]) for i in by_teacher}
+    return {i: FrameScore(frame_disagreement(by_teacher[i], by_student[i]),
+                          float(by_teacher[i]["scores"].max(initial=0.0))) for i in by_teacher}
 
 
-def write_weights(path: Path, share: float, index: DatasetIndex, disagreement: dict[int, float]) -> None:
-    """Every frame's disagreement, hardest first, so a user can see which frames the teacher chose."""
+def write_weights(path: Path, share: float, strata: str, index: DatasetIndex, scores: dict[int, FrameScore]) -> None:
+    """Every frame's scores, hardest first, so a user can see which frames the teacher chose."""
     files = {f.image_id: f.file_name or str(f.path) for v in index.videos for f in v.frames}
-    frames = sorted(disagreement.items(), key=lambda kv: -kv[1])
+    frames = sorted(scores.items(), key=lambda kv: -kv[1].disagreement)
     atomic_write_json(path, {
         "hard_frames": share,
+        "strata": strata,
         "measure": f"max score difference between matched detections (IoU >= {MATCH_IOU}) of teacher and student",
-        "frames": [{"image_id": i, "file": files.get(i, ""), "disagreement": round(d, 6)} for i, d in frames],
+        "frames": [{"image_id": i, "file": files.get(i, ""), "disagreement": round(f.disagreement, 6),
+                    "teacher_score": round(f.teacher_score, 6)} for i, f in frames],
     }, indent=1)
 
 
-def read_weights(path: Path) -> dict[int, float]:
+def read_weights(path: Path) -> dict[int, FrameScore]:
     try:
         record = json.loads(path.read_text())
-        return {int(f["image_id"]): float(f["disagreement"]) for f in record["frames"]}
+        return {int(f["image_id"]): FrameScore(float(f["disagreement"]), float(f["teacher_score"]))
+                for f in record["frames"]}
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
             f"{path}: unreadable frame weights ({e}); expected the JSON `v2idetr distill` writes with "
-            "distill.hard_frames > 0 (the resumed run needs the weights its first part sampled with)"
+            "distill.hard_frames > 0, each frame with 'image_id', 'disagreement' and 'teacher_score' "
+            "(the resumed run needs the weights its first part sampled with)"
         ) from e
 
 
-def summary(disagreement: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
-    """How concentrated the sampling is: the share of samples the hardest tenth of the frames gets."""
+def summary(disagreement: np.ndarray, probs: np.ndarray, groups: np.ndarray | None) -> dict[str, Any]:
+    """How concentrated the sampling is: the share of samples the hardest tenth of the frames gets,
+    and the share of frames (and of samples) the teacher detects a lesion in."""
     tenth = max(1, len(probs) // 10)
-    return {"frames": len(probs), "mean_disagreement": float(disagreement.mean()),
-            "top_tenth_share": float(np.sort(probs)[::-1][:tenth].sum())}
+    out = {"frames": len(probs), "mean_disagreement": float(disagreement.mean()),
+           "top_tenth_share": float(np.sort(probs)[::-1][:tenth].sum())}
+    if groups is not None:
+        out["teacher_detects_frames"] = float((groups == 1).mean())
+        out["teacher_detects_samples"] = float(probs[groups == 1].sum())
+    return out
 
 
-def teacher_chosen_weights(out_dir: Path, resuming: bool, share: float, teacher: nn.Module, teacher_cfg: Config,
-                           student: nn.Module, student_cfg: Config, index: DatasetIndex, device: torch.device,
+def teacher_chosen_weights(out_dir: Path, resuming: bool, student_cfg: Config, teacher: nn.Module,
+                           teacher_cfg: Config, student: nn.Module, index: DatasetIndex, device: torch.device,
                            progress: bool = True) -> dict[int, float]:
     """Sampling probability per training ``image_id``: scored now with the starting student (and kept
     in ``out_dir``/``WEIGHTS_FILE``), or read back when resuming, whose student has moved on."""
+    share, strata = student_cfg.distill.hard_frames, student_cfg.distill.hard_frames_strata
     path = out_dir / WEIGHTS_FILE
     if resuming:
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: the run being resumed was started without "
                                   "distill.hard_frames, or the file was deleted; resume with the same config")
-        disagreement = read_weights(path)
+        scores = read_weights(path)
     else:
         teacher.to(device)
         student.to(device)
-        disagreement = score_frames(teacher, teacher_cfg, student, student_cfg, index, device, progress)
+        scores = score_frames(teacher, teacher_cfg, student, student_cfg, index, device, progress)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_weights(path, share, index, disagreement)
-    ids = list(disagreement)
-    values = np.array([disagreement[i] for i in ids])
-    probs = sampling_weights(values, share)
-    log.info("teacher-chosen frames: %s", json.dumps(summary(values, probs)))
+        write_weights(path, share, strata, index, scores)
+    ids = list(scores)
+    values = np.array([scores[i].disagreement for i in ids])
+    thresh = resolve_protocol(student_cfg.eval.protocol, student_cfg.eval.score_thresh).score_thresh
+    groups = teacher_groups([scores[i] for i in ids], strata, thresh)
+    probs = sampling_weights(values, share, groups)
+    log.info("teacher-chosen frames: %s", json.dumps(summary(values, probs, groups)))
     return dict(zip(ids, probs.tolist(), strict=True))
