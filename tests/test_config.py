@@ -34,6 +34,8 @@ def test_defaults_then_yaml_then_overrides(tmp_path: Path) -> None:
         ("distill.cqd_proposals=-0.5", "distill.cqd_proposals"),
         ("distill.hard_frames=1.5", "distill.hard_frames"),
         ("distill.hard_frames=-0.1", "distill.hard_frames"),
+        ("distill.hard_frames_strata=labels", "distill.hard_frames_strata"),
+        ("distill.student_degrade=2", "distill.student_degrade"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, needle: str) -> None:

@@ -112,6 +112,9 @@ class DistillConfig:
     # teacher: the frames the teacher detects a lesion in and the rest each keep their uniform share
     # of the samples, the choice acts within each; none: one excess over all frames
     hard_frames_strata: str = "teacher"
+    # probability that the student's key frame is degraded (blur, noise, contrast, exposure) while the
+    # teacher sees the clean clip (0: off; distill/student_view.py)
+    student_degrade: float = 0.0
     init_from_teacher: bool = True
 
 
@@ -232,10 +235,11 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(
                 f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a weight >= 0 (0: off)"
             )
-    if not 0.0 <= cfg.distill.hard_frames <= 1.0:
-        raise ConfigError(
-            f"config key 'distill.hard_frames' = {cfg.distill.hard_frames}: expected a share of the samples in 0..1"
-        )
+    for key in ("hard_frames", "student_degrade"):
+        if not 0.0 <= getattr(cfg.distill, key) <= 1.0:
+            raise ConfigError(
+                f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a share of the samples in 0..1"
+            )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

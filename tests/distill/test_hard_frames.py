@@ -12,9 +12,11 @@ from v2idetr import api
 from v2idetr.config import load_config
 from v2idetr.distill.hard_frames import (
     WEIGHTS_FILE,
+    FrameScore,
     frame_disagreement,
     one_way_disagreement,
     sampling_weights,
+    teacher_groups,
 )
 from v2idetr.engine.trainer import Trainer
 from v2idetr.errors import CheckpointError
@@ -52,6 +54,29 @@ def test_sampling_weights_mix_uniform_and_the_excess_over_the_median() -> None:
     assert sampling_weights(np.full(5, 0.3), 1.0) == pytest.approx(np.full(5, 0.2))  # no excess anywhere
 
 
+def test_each_group_keeps_its_share_and_the_choice_acts_within_it() -> None:
+    # frames 0-3: the teacher sees a lesion; 4-7: it does not. The lesion frames disagree more, which
+    # without groups would take samples from the lesion-free ones.
+    d = np.array([0.4, 0.4, 0.6, 1.0, 0.1, 0.1, 0.1, 0.5])
+    groups = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    p = sampling_weights(d, 0.8, groups)
+    assert p.sum() == pytest.approx(1.0)
+    assert p[:4].sum() == pytest.approx(0.5) and p[4:].sum() == pytest.approx(0.5)
+    # lesion group: median 0.5, excesses 0, 0, 0.1, 0.5; lesion-free group: median 0.1, excess only on 7
+    assert p[:4] == pytest.approx([0.2 / 8, 0.2 / 8, 0.2 / 8 + 0.8 * 0.5 / 6, 0.2 / 8 + 0.8 * 0.5 * 5 / 6])
+    assert p[4:7] == pytest.approx([0.2 / 8] * 3) and p[7] == pytest.approx(0.2 / 8 + 0.8 * 0.5)
+    assert sampling_weights(d, 0.8)[4:].sum() < 0.5  # one excess over all frames: the lesion-free lose samples
+    # a group without excess stays uniform, the other is still chosen within
+    flat = sampling_weights(np.array([0.3, 0.3, 0.1, 0.9]), 1.0, np.array([0, 0, 1, 1]))
+    assert flat == pytest.approx([0.25, 0.25, 0.0, 0.5])
+
+
+def test_groups_follow_the_teachers_verdict_at_the_protocol_threshold() -> None:
+    scores = [FrameScore(0.5, 0.29), FrameScore(0.1, 0.3), FrameScore(0.9, 0.95)]
+    assert teacher_groups(scores, "teacher", 0.3).tolist() == [0, 1, 1]
+    assert teacher_groups(scores, "none", 0.3) is None
+
+
 def test_the_trainer_samples_by_frame_weight(tiny_synth, tiny_model, tmp_path) -> None:
     cfg = load_config(ROOT / "configs" / "student-tiny.yaml", [*tiny_model, f"data.train={tiny_synth.train_json}"])
     index = api.load_dataset(cfg, cfg.data.train, "train")
@@ -79,6 +104,7 @@ def test_distill_scores_every_frame_once_and_resumes_with_the_same_weights(tiny_
     assert {f["image_id"] for f in record["frames"]} == train_ids
     scores = [f["disagreement"] for f in record["frames"]]
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores) and scores[0] > 0
+    assert record["strata"] == "teacher" and all(0.0 <= f["teacher_score"] <= 1.0 for f in record["frames"])
     # resuming reads the weights back (the student has moved on; scoring it again would change them)
     (out / WEIGHTS_FILE).write_text(json.dumps({**record, "frames": [{**f, "disagreement": 0.5}
                                                                       for f in record["frames"]]}))

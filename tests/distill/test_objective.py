@@ -206,3 +206,30 @@ def test_proposal_term_needs_two_stage_models(proposals: float) -> None:
             DistillationObjective(*args)
     else:
         assert DistillationObjective(*args).cqd is not None
+
+
+def test_only_the_student_sees_the_degraded_key_frame_and_only_in_training() -> None:
+    """distill.student_degrade: with a student equal to its one-frame teacher, TFD is 0 on clean frames
+    and > 0 once the student's key frame is degraded; an evaluating student sees the clean frame."""
+    from v2idetr.config import DistillConfig, LossConfig, ModelConfig
+    from v2idetr.data.collate import Batch
+    from v2idetr.distill.objective import DistillationObjective
+    from v2idetr.models.criterion import build_criterion
+    from v2idetr.models.teacher import VideoTeacher
+
+    cfg = ModelConfig(backbone_stages=3, num_feature_levels=3, hidden_dim=32, nheads=4, enc_layers=1,
+                      dec_layers=2, ffn_dim=64, num_queries=8, dn_number=4, temporal="mean")
+    torch.manual_seed(0)
+    teacher = VideoTeacher(cfg, num_classes=1, num_frames=1)
+    student = build_detector(cfg, 1)
+    student.load_state_dict(teacher.detector.state_dict())
+    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]), "labels": torch.tensor([0]),
+                "image_id": torch.tensor(1), "orig_size": torch.tensor([64, 64]), "size": torch.tensor([64, 64])}]
+    batch = Batch(images=torch.randn(1, 1, 3, 64, 64), masks=torch.zeros(1, 64, 64, dtype=torch.bool),
+                  targets=targets, frame_targets=None, frame_offsets=torch.zeros(1, 1, dtype=torch.long))
+    objective = DistillationObjective(student, teacher, build_criterion(LossConfig(), 1),
+                                      DistillConfig(tfd=1.0, cqd=0.0, student_degrade=1.0))
+    student.eval()
+    assert objective(batch)["loss_tfd"].item() == pytest.approx(0.0, abs=1e-6)
+    student.train()
+    assert objective(batch)["loss_tfd"].item() > 1e-4

@@ -89,6 +89,12 @@ ROWS: dict[str, Row] = {
         Row("student-chosen-frames-init-only", "distill", "student",
             ("distill.hard_frames=0.8", "distill.tfd=0.0", "distill.cqd=0.0"),
             "student from the teacher's weights, student-chosen-frames' sampling, no distillation loss (control)"),
+        Row("student-degraded-view", "distill", "student", ("distill.student_degrade=0.5",),
+            "student, TFD + CQD, half the key frames degraded for the student only (the teacher sees them clean)"),
+        Row("student-degraded-view-init-only", "distill", "student",
+            ("distill.student_degrade=0.5", "distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, the same degraded key frames, no distillation loss (control: "
+            "the augmentation alone)"),
         Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
         Row("student-full-mask", "distill", "student", ("distill.tfd_mask=full",),
             "student, TFD over every pixel (background, look-alikes and lesion-free frames too)"),

@@ -1,7 +1,8 @@
 """The student's training objective during distillation: detection loss + w_TFD * TFD + w_CQD * CQD.
 
 The teacher is frozen (eval mode, no gradients) and sees the whole clip; the student sees only
-the key frame (index 0 of the clip). Every term is returned separately so the trainer logs each.
+the key frame (index 0 of the clip), degraded with probability ``distill.student_degrade``
+(``distill/student_view.py``). Every term is returned separately so the trainer logs each.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 from v2idetr.config import DistillConfig
 from v2idetr.data.collate import Batch
 from v2idetr.distill.cqd import CQDLoss
+from v2idetr.distill.student_view import degrade_key_frames
 from v2idetr.distill.tfd import TFDLoss
 from v2idetr.errors import ConfigError
 from v2idetr.models.backbone import FeatureMaps
@@ -84,7 +86,10 @@ class DistillationObjective:
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
         t_features, t_outputs = self._teacher(batch)
-        s_features = self.student.extract_features(batch.images[:, 0], batch.masks)
+        key = batch.images[:, 0]
+        if self.student.training:
+            key = degrade_key_frames(key, batch.masks, self.cfg.student_degrade)
+        s_features = self.student.extract_features(key, batch.masks)
         s_outputs = self.student.forward_features(s_features, batch.targets, return_intermediates=True)
         s_memory: Memory = s_outputs["memory"]
         losses = self.criterion(s_outputs, batch.targets)
