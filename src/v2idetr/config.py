@@ -110,7 +110,8 @@ class DistillConfig:
     # (0: uniform; distill/hard_frames.py)
     hard_frames: float = 0.0
     # teacher: the frames the teacher detects a lesion in and the rest each keep their uniform share
-    # of the samples, the choice acts within each; none: one excess over all frames
+    # of the samples, the choice acts within each; teacher-negatives: within the rest only;
+    # none: one excess over all frames
     hard_frames_strata: str = "teacher"
     # probability that the student's key frame is degraded (blur, noise, contrast, exposure) while the
     # teacher sees the clean clip (0: off; distill/student_view.py)
@@ -179,7 +180,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "distill.tfd_mask": ("gaussian", "binary", "full"),
     "distill.tfd_features": ("memory", "backbone"),
     "distill.cqd_sampling": ("random", "fixed"),
-    "distill.hard_frames_strata": ("teacher", "none"),
+    "distill.hard_frames_strata": ("teacher", "teacher-negatives", "none"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.amp": ("none", "bf16", "fp16"),
     "eval.protocol": ("yona", "strict", "stft"),

@@ -69,6 +69,9 @@ def test_each_group_keeps_its_share_and_the_choice_acts_within_it() -> None:
     # a group without excess stays uniform, the other is still chosen within
     flat = sampling_weights(np.array([0.3, 0.3, 0.1, 0.9]), 1.0, np.array([0, 0, 1, 1]))
     assert flat == pytest.approx([0.25, 0.25, 0.0, 0.5])
+    # the choice only among the frames the teacher sees no lesion in: the lesion frames stay uniform
+    negatives = sampling_weights(d, 0.8, groups, chosen={0})
+    assert negatives[:4] == pytest.approx([1 / 8] * 4) and negatives[4:] == pytest.approx(p[4:])
 
 
 def test_groups_follow_the_teachers_verdict_at_the_protocol_threshold() -> None:

@@ -89,6 +89,10 @@ ROWS: dict[str, Row] = {
         Row("student-chosen-frames-init-only", "distill", "student",
             ("distill.hard_frames=0.8", "distill.tfd=0.0", "distill.cqd=0.0"),
             "student from the teacher's weights, student-chosen-frames' sampling, no distillation loss (control)"),
+        Row("student-chosen-negatives", "distill", "student",
+            ("distill.hard_frames=0.8", "distill.hard_frames_strata=teacher-negatives"),
+            "student, TFD + CQD, 80% of the samples of the frames the teacher sees no lesion in drawn where the "
+            "student fires and the teacher does not; the lesion frames drawn uniformly, each group keeps its share"),
         Row("student-degraded-view", "distill", "student", ("distill.student_degrade=0.5",),
             "student, TFD + CQD, half the key frames degraded for the student only (the teacher sees them clean)"),
         Row("student-degraded-view-init-only", "distill", "student",

@@ -19,13 +19,17 @@ lesion-free, and the student then raises more false alarms there (docs/RESULTS.m
 detects a lesion in (a score >= the evaluation protocol's threshold) and those it does not. Each
 group keeps its uniform share of the samples and the excess is taken over its own median, so the
 choice moves samples among the lesion frames (towards degraded ones) and among the lesion-free ones
-(towards those the student fires on), never from one group to the other.
+(towards those the student fires on), never from one group to the other. With
+``"teacher-negatives"`` it acts among the lesion-free ones only: the lesion frames the teacher finds
+and the student cannot (a lesion no single frame shows) are not drawn more often, since a student
+taught to find a lesion where its frame shows none learns to raise false alarms.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,22 +79,31 @@ def frame_disagreement(teacher: dict[str, np.ndarray], student: dict[str, np.nda
     return max(one_way_disagreement(teacher, student), one_way_disagreement(student, teacher))
 
 
-def sampling_weights(disagreement: np.ndarray, share: float, groups: np.ndarray | None = None) -> np.ndarray:
-    """Per-frame probabilities: within each group (all frames one group by default), ``share`` of its
-    samples in proportion to the disagreement's excess over the group's median frame, the rest
-    uniform; every group keeps its uniform share ``n_group / n`` of all samples."""
+def sampling_weights(disagreement: np.ndarray, share: float, groups: np.ndarray | None = None,
+                     chosen: Collection[int] | None = None) -> np.ndarray:
+    """Per-frame probabilities: within each group (all frames one group by default) that is among
+    ``chosen`` (default: all), ``share`` of its samples in proportion to the disagreement's excess
+    over the group's median frame, the rest uniform; every group keeps its uniform share
+    ``n_group / n`` of all samples, and the groups not chosen stay uniform within."""
     n = len(disagreement)
     groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)
     probs = np.full(n, 1.0 / n)
     if share == 0.0:
         return probs
     for g in np.unique(groups):
+        if chosen is not None and g not in chosen:
+            continue
         member = groups == g
         excess = np.clip(disagreement[member] - np.median(disagreement[member]), 0.0, None)
         total = float(excess.sum())
         if total > 0.0:
             probs[member] = (1.0 - share) / n + share * (member.sum() / n) * excess / total
     return probs
+
+
+# ``distill.hard_frames_strata`` -> the groups the choice acts in (None: all); group 1 holds the
+# frames the teacher detects a lesion in, group 0 the rest
+CHOSEN_GROUPS: dict[str, frozenset[int] | None] = {"teacher": None, "teacher-negatives": frozenset({0}), "none": None}
 
 
 def teacher_groups(scores: list[FrameScore], strata: str, score_thresh: float) -> np.ndarray | None:
@@ -173,6 +186,6 @@ def teacher_chosen_weights(out_dir: Path, resuming: bool, student_cfg: Config, t
     values = np.array([scores[i].disagreement for i in ids])
     thresh = resolve_protocol(student_cfg.eval.protocol, student_cfg.eval.score_thresh).score_thresh
     groups = teacher_groups([scores[i] for i in ids], strata, thresh)
-    probs = sampling_weights(values, share, groups)
+    probs = sampling_weights(values, share, groups, CHOSEN_GROUPS[strata])
     log.info("teacher-chosen frames: %s", json.dumps(summary(values, probs, groups)))
     return dict(zip(ids, probs.tolist(), strict=True))
