@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from v2idetr.config import Config, config_from_dict, load_config
+from v2idetr.config import Config, config_from_dict, load_config, unlabelled_per_batch
+from v2idetr.data.clips import ClipSampling
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
 from v2idetr.distill.hard_frames import teacher_chosen_weights
@@ -27,7 +28,7 @@ from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, res
 from v2idetr.errors import CheckpointError, ConfigError, DatasetError
 from v2idetr.models.build import build, build_model
 from v2idetr.models.postprocess import PostProcess
-from v2idetr.models.teacher import VideoTeacher
+from v2idetr.models.teacher import FrameTeacher, VideoTeacher
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,13 @@ def distill(
     """Train an image student with detection loss + w_TFD * TFD + w_CQD * CQD from a frozen teacher.
 
     The student sees only the key frame; the teacher sees clips of its own length, whose support
-    frames are drawn at random within ``data.window`` (``distill.cqd_sampling=random``) or at the
-    teacher's fixed offsets (``fixed``). The saved checkpoints hold only the student's weights.
-    With ``distill.hard_frames`` > 0, that share of the samples is drawn where the teacher and the
-    starting student disagree most (``distill/hard_frames.py``).
+    frames are drawn at random within the teacher's ``data.window`` (``distill.cqd_sampling=random``)
+    or at its fixed offsets (``fixed``). The saved checkpoints hold only the student's weights.
+    With ``distill.unlabelled`` > 0, that share of each batch is unlabelled frames, taught by the
+    teacher alone (``distill/objective.py``). With ``distill.hard_frames`` > 0, that share of the
+    samples is drawn where the teacher and the starting student disagree most
+    (``distill/hard_frames.py``). ``teacher`` may be an image detector's checkpoint: the same losses
+    from a single-frame teacher (self-training, the control for what temporal context adds).
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if cfg.model.temporal != "none" or cfg.data.num_frames != 1:
@@ -130,7 +134,8 @@ def distill(
     teacher_ckpt = load_checkpoint(Path(teacher))  # read once: it builds the teacher and starts the student
     teacher_model, teacher_cfg, teacher_meta = load_model(teacher_ckpt, device="cpu")
     if teacher_meta.get("kind") != "teacher":
-        raise CheckpointError(f"{teacher}: --teacher must be a video teacher checkpoint, this one is an image model")
+        log.info("%s is an image detector: distilling from a single-frame teacher (self-training)", teacher)
+        teacher_model = FrameTeacher(teacher_model)
     train_index = load_dataset(cfg, cfg.data.train, "train")
     val_index = load_dataset(cfg, cfg.data.val, "val", split="test") if cfg.data.val else None
     for role, index in (("train", train_index), ("val", val_index)):
@@ -156,6 +161,7 @@ def distill(
         elif cfg.train.init_from:
             init_weights_from(student, cfg.train.init_from, train_index)
     objective = DistillationObjective(student, teacher_model, built.criterion, cfg.distill)
+    # the teacher's own clip length, window and stride: it was trained (and is evaluated) with them
     clip_mode = "random" if cfg.distill.cqd_sampling == "random" else teacher_cfg.data.clip_mode
     meta = {
         "kind": "detector",
@@ -175,7 +181,8 @@ def distill(
         meta,
         extra_modules=objective.extra_modules,
         progress=progress,
-        train_clips=(teacher_cfg.data.num_frames, clip_mode),
+        train_clips=ClipSampling.of(teacher_cfg.data, clip_mode),
+        unlabelled_per_batch=unlabelled_per_batch(cfg),
     )
     teacher_model.to(trainer.device)
     if cfg.distill.hard_frames > 0:

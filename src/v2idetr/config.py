@@ -117,6 +117,13 @@ class DistillConfig:
     # teacher sees the clean clip (0: off; distill/student_view.py)
     student_degrade: float = 0.0
     init_from_teacher: bool = True
+    # share of each batch's key frames that are unlabelled frames (0: labelled frames only, the paper's);
+    # there the student gets no detection loss, TFD masks from the teacher's detections, and CQD
+    unlabelled: float = 0.0
+    # the teacher's detections at or above this score make TFD's masks on unlabelled frames
+    pseudo_score: float = 0.5
+    # what the teacher sees: its clip, or its key frame T times (static: the control without temporal context)
+    teacher_view: str = "clip"
 
 
 @dataclass
@@ -181,6 +188,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "distill.tfd_features": ("memory", "backbone"),
     "distill.cqd_sampling": ("random", "fixed"),
     "distill.hard_frames_strata": ("teacher", "teacher-negatives", "none"),
+    "distill.teacher_view": ("clip", "static"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.amp": ("none", "bf16", "fp16"),
     "eval.protocol": ("yona", "strict", "stft"),
@@ -236,11 +244,22 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(
                 f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a weight >= 0 (0: off)"
             )
-    for key in ("hard_frames", "student_degrade"):
+    for key in ("hard_frames", "student_degrade", "pseudo_score"):
         if not 0.0 <= getattr(cfg.distill, key) <= 1.0:
             raise ConfigError(
-                f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a share of the samples in 0..1"
+                f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a value in 0..1"
             )
+    share, batch = cfg.distill.unlabelled, cfg.data.batch_size
+    if share and not 1 <= unlabelled_per_batch(cfg) < batch:
+        raise ConfigError(
+            f"config key 'distill.unlabelled' = {share}: with data.batch_size={batch} that is "
+            f"{unlabelled_per_batch(cfg)} unlabelled frames per batch; expected 1..{batch - 1} (0 switches it off)"
+        )
+
+
+def unlabelled_per_batch(cfg: Config) -> int:
+    """How many of each training batch's key frames are unlabelled (``distill.unlabelled`` of the batch)."""
+    return round(cfg.distill.unlabelled * cfg.data.batch_size)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

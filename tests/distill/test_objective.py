@@ -92,15 +92,30 @@ def test_student_can_start_from_an_image_checkpoint_instead(teacher_ckpt, tiny_s
         api.distill(teacher_ckpt, student_cfg, [*overrides, *start], tmp_path / "both", progress=False)
 
 
-def test_distill_refuses_an_image_model_as_teacher(tiny_synth, tiny_model, tmp_path):
+def test_an_image_model_can_teach_self_training(tiny_synth, tiny_model, tmp_path, monkeypatch):
+    """distill --teacher image.ckpt: the same losses from a single-frame teacher (clips of one frame);
+    a teacher config for the student is still refused."""
+    from v2idetr.distill import objective as objective_module
+    from v2idetr.models.teacher import FrameTeacher
+
     image = tmp_path / "image"
     overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.steps=1", "train.eval_every=0"]
     api.train(str(ROOT / "configs" / "student-tiny.yaml"), overrides, image, progress=False)
-    with pytest.raises(Exception, match="teacher"):
-        api.distill(image / "best.ckpt", str(ROOT / "configs" / "student-tiny.yaml"), overrides, tmp_path / "s",
-                    progress=False)
+    teachers = []
+    original = objective_module.DistillationObjective.__init__
+
+    def spy(self, student, teacher, *args, **kwargs):
+        teachers.append(teacher)
+        original(self, student, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(objective_module.DistillationObjective, "__init__", spy)
+    api.distill(image / "best.ckpt", str(ROOT / "configs" / "student-tiny.yaml"), [*overrides, "train.steps=2"],
+                tmp_path / "s", progress=False)
+    assert isinstance(teachers[0], FrameTeacher)
+    logged = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_tfd"] >= 0 and "loss_cqd" in r for r in logged if r["type"] == "train")
     with pytest.raises(ConfigError, match="num_frames"):
-        api.distill(image / "best.ckpt", str(ROOT / "configs" / "teacher-tiny.yaml"), overrides, tmp_path / "s",
+        api.distill(image / "best.ckpt", str(ROOT / "configs" / "teacher-tiny.yaml"), overrides, tmp_path / "t",
                     progress=False)
 
 

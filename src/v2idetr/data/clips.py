@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from v2idetr.config import DataConfig
 from v2idetr.data.index import DatasetIndex, FrameRecord
 from v2idetr.data.io import read_frame
 from v2idetr.data.transforms import ClipTransform, Compose, ConvertBoxesToCxcywh, ToTensorNormalize
@@ -34,6 +36,21 @@ from v2idetr.errors import ConfigError, DatasetError, Problem
 log = logging.getLogger(__name__)
 
 CLIP_MODES = ("adjacent", "random", "global", "past")
+
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """How a model's clips are drawn: ``num_frames`` T, ``mode``, ``window`` (random), ``stride`` (adjacent, past)."""
+
+    num_frames: int
+    mode: str
+    window: int
+    stride: int
+
+    @classmethod
+    def of(cls, data: DataConfig, mode: str | None = None) -> ClipSampling:
+        """A config's clip sampling (``mode`` replaces its ``data.clip_mode``)."""
+        return cls(data.num_frames, mode or data.clip_mode, data.window, data.stride)
 
 
 def support_frame_indices(
@@ -82,7 +99,9 @@ class ClipDataset(Dataset):
       ``images``        float32 ``[T, 3, h, w]`` after ``transforms``; index 0 is the key frame
       ``target``        key-frame target: ``boxes`` float32 ``[N, 4]`` normalised cxcywh relative
                         to the unpadded resized ``size``, ``labels`` int64 ``[N]``, ``image_id``
-                        int64 ``[]``, ``orig_size`` int64 ``[2]`` (h, w), ``size`` int64 ``[2]`` (h, w)
+                        int64 ``[]``, ``orig_size`` int64 ``[2]`` (h, w), ``size`` int64 ``[2]`` (h, w),
+                        ``labelled`` bool ``[]`` (False: nobody boxed the frame, so no boxes and
+                        not a negative either)
       ``frame_targets`` (only with ``all_frame_targets``) list of ``T`` such dicts
       ``frame_offsets`` int64 ``[T]``, ``frame_id(frame) - frame_id(key)``
 
@@ -234,6 +253,7 @@ def _raw_target(frame: FrameRecord, image: np.ndarray) -> dict[str, Any]:
         "labels": np.asarray(frame.labels, dtype=np.int64).reshape(-1).copy(),
         "image_id": frame.image_id,
         "orig_size": (h, w),
+        "labelled": frame.labelled,
     }
 
 
@@ -244,4 +264,5 @@ def _tensor_target(target: dict[str, Any]) -> dict[str, Any]:
         "image_id": torch.tensor(int(target["image_id"]), dtype=torch.int64),
         "orig_size": torch.as_tensor(target["orig_size"], dtype=torch.int64).reshape(2),
         "size": torch.as_tensor(target["size"], dtype=torch.int64).reshape(2),
+        "labelled": torch.tensor(bool(target.get("labelled", True))),
     }

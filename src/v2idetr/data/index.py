@@ -8,7 +8,10 @@ Conventions
 - Labels are int64 ``[N]`` *contiguous* class indices ``0..C-1`` into ``class_names``; the
   original category ids are kept in ``category_ids`` so that results can be written back with
   the user's ids (``category_ids[label]``).
-- Frames without boxes are negatives and are always kept.
+- Frames without boxes are negatives and are always kept. A frame may also be *unlabelled*
+  (``FrameRecord.labelled`` False: nobody boxed it), which is not a negative: it never enters a
+  detection loss, a metric or a threshold choice, only clips (as a support frame) and
+  distillation (as a key frame the teacher labels softly).
 - Unknown fields of the source records are kept in ``extra`` (per frame / video) and
   ``box_extra`` (per box), so a converted dataset loses nothing.
 """
@@ -52,10 +55,12 @@ class FrameRecord:
     box_extra: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     container_index: int | None = None
+    labelled: bool = True  # False: nobody looked at this frame (not a negative; COCO-VID ``labelled: false``)
 
     @property
     def is_negative(self) -> bool:
-        return len(self.boxes) == 0
+        """A labelled frame without lesions (an unlabelled frame is never a negative)."""
+        return self.labelled and len(self.boxes) == 0
 
     @property
     def degradation(self) -> str | None:
@@ -130,6 +135,23 @@ class DatasetIndex:
     def num_negative_frames(self) -> int:
         return sum(1 for f in self.frames() if f.is_negative)
 
+    @property
+    def num_unlabelled_frames(self) -> int:
+        return sum(1 for f in self.frames() if not f.labelled)
+
+    def labelled_only(self) -> DatasetIndex:
+        """The same index without its unlabelled frames (videos left without frames dropped); the
+        frame records are shared, not copied. ``self`` when every frame is labelled."""
+        if self.num_unlabelled_frames == 0:
+            return self
+        videos = []
+        for video in self.videos:
+            frames = [f for f in video.frames if f.labelled]
+            if frames:
+                videos.append(VideoRecord(video.video_id, video.name, frames, video.extra))
+        return DatasetIndex(videos=videos, class_names=list(self.class_names), category_ids=list(self.category_ids),
+                            source=self.source, info=self.info, skipped=self.skipped)
+
     def frame_by_image_id(self) -> dict[int, FrameRecord]:
         return {f.image_id: f for f in self.frames()}
 
@@ -172,6 +194,7 @@ class DatasetIndex:
                         "frame_id": frame.frame_id,
                         "width": frame.width,
                         "height": frame.height,
+                        **({} if frame.labelled else {"labelled": False}),
                     }
                 )
                 for j, (box, label) in enumerate(zip(frame.boxes, frame.labels, strict=True)):

@@ -4,6 +4,8 @@ The order of epoch ``e`` is a permutation drawn from ``seed`` and ``e`` only, so
 (epoch, position) sees exactly the samples an uninterrupted run would have seen, and each rank of
 a distributed run takes a disjoint, equally long slice of it. With ``weights``, an epoch is as many
 draws with replacement in proportion to them (distillation's teacher-chosen frames).
+``MixedSampler`` puts a fixed number of unlabelled frames in every batch (distillation on frames
+nobody labelled).
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ class ResumableSampler(Sampler[int]):
         """``start``: how many of this rank's samples of the epoch were already consumed."""
         self.epoch, self.start = epoch, start
 
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+
     def _order(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        if self.weights is not None:
-            order = torch.multinomial(self.weights, self.size, replacement=True, generator=g).tolist()
-        elif self.shuffle:
-            order = torch.randperm(self.size, generator=g).tolist()
+        g = self._generator()
+        if self.shuffle:
+            order = _draw(list(range(self.size)), self.weights, g)
         else:
             order = list(range(self.size))
         per_rank = -(-self.size // self.world_size)
@@ -53,3 +56,58 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, -(-self.size // self.world_size) - self.start)
+
+
+def _draw(items: list[int], weights: torch.Tensor | None, g: torch.Generator) -> list[int]:
+    """``items`` shuffled, or as many draws with replacement in proportion to ``weights`` (one per item)."""
+    if weights is None:
+        return [items[i] for i in torch.randperm(len(items), generator=g).tolist()]
+    return [items[i] for i in torch.multinomial(weights, len(items), replacement=True, generator=g).tolist()]
+
+
+class MixedSampler(ResumableSampler):
+    """Batches of ``batch_size`` indices of which ``per_batch`` are unlabelled items, in order.
+
+    An epoch is one pass over the labelled items (``unlabelled[i]`` False), ``batch_size - per_batch``
+    of them per batch, each batch topped up with ``per_batch`` unlabelled ones from a shuffle of
+    them (repeated if the epoch needs more). A loader must use the same ``batch_size`` and
+    ``drop_last=True``. ``weights`` (one per item) make each group's draws proportional to them.
+    Under ``world_size`` processes each rank's batches have the same make-up.
+    """
+
+    def __init__(self, unlabelled: Sequence[bool], batch_size: int, per_batch: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, weights: Sequence[float] | None = None):
+        super().__init__(len(unlabelled), shuffle=True, seed=seed, rank=rank, world_size=world_size, weights=weights)
+        self.labelled_items = [i for i, u in enumerate(unlabelled) if not u]
+        self.unlabelled_items = [i for i, u in enumerate(unlabelled) if u]
+        self.batch_size, self.per_batch = batch_size, per_batch
+        if not 0 < per_batch < batch_size:
+            raise ValueError(f"unlabelled items per batch: expected 1..{batch_size - 1}, got {per_batch}")
+        if not self.unlabelled_items:
+            raise ValueError("no unlabelled items to mix into the batches")
+        if self.batches_per_rank < 1:
+            raise ValueError(f"{len(self.labelled_items)} labelled items: too few for one batch of "
+                             f"{batch_size - per_batch} labelled items per process ({world_size} processes)")
+
+    @property
+    def batches_per_rank(self) -> int:
+        return len(self.labelled_items) // self.world_size // (self.batch_size - self.per_batch)
+
+    def _group(self, items: list[int], g: torch.Generator) -> list[int]:
+        weights = None if self.weights is None else self.weights[items]
+        return _draw(items, weights, g)
+
+    def _order(self) -> list[int]:
+        g = self._generator()
+        labelled = self._group(self.labelled_items, g)[self.rank :: self.world_size]
+        shuffled = self._group(self.unlabelled_items, g)
+        need = self.batches_per_rank * self.per_batch * self.world_size
+        unlabelled = (shuffled * (1 + need // len(shuffled)))[:need][self.rank :: self.world_size]
+        n_lab, n_unl = self.batch_size - self.per_batch, self.per_batch
+        order: list[int] = []
+        for b in range(self.batches_per_rank):
+            order += labelled[b * n_lab : (b + 1) * n_lab] + unlabelled[b * n_unl : (b + 1) * n_unl]
+        return order
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_rank * self.batch_size - self.start)

@@ -115,9 +115,11 @@ def teacher_groups(scores: list[FrameScore], strata: str, score_thresh: float) -
 
 def score_frames(teacher: nn.Module, teacher_cfg: Config, student: nn.Module, student_cfg: Config,
                  index: DatasetIndex, device: torch.device, progress: bool = True) -> dict[int, FrameScore]:
-    """Scores per training key frame (``image_id``), from one prediction pass of each model."""
+    """Scores per training key frame (``image_id``; unlabelled frames too when batches mix them in),
+    from one prediction pass of each model."""
     def predict(model: nn.Module, cfg: Config, desc: str) -> Predictions:
-        loader = build_eval_loader(cfg, index, batch_size=student_cfg.data.batch_size)
+        loader = build_eval_loader(cfg, index, batch_size=student_cfg.data.batch_size,
+                                   labelled_only=student_cfg.distill.unlabelled == 0)
         return predict_loader(model, PostProcess(student_cfg.eval.num_select), loader, device, progress, desc)
 
     by_teacher = predict(teacher, teacher_cfg, "score frames: teacher")

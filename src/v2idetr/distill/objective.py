@@ -1,8 +1,16 @@
 """The student's training objective during distillation: detection loss + w_TFD * TFD + w_CQD * CQD.
 
-The teacher is frozen (eval mode, no gradients) and sees the whole clip; the student sees only
-the key frame (index 0 of the clip), degraded with probability ``distill.student_degrade``
-(``distill/student_view.py``). Every term is returned separately so the trainer logs each.
+The teacher is frozen (eval mode, no gradients) and sees the whole clip (or, with
+``distill.teacher_view=static``, its key frame T times: the control without temporal context); the
+student sees only the key frame (index 0 of the clip), degraded with probability
+``distill.student_degrade`` (``distill/student_view.py``). Every term is returned separately so the
+trainer logs each.
+
+Unlabelled key frames (``target["labelled"]`` False; ``distill.unlabelled`` of each batch) get no
+detection loss: nobody said where their lesions are. TFD's mask there is built from the teacher's
+own detections on its clip (score >= ``distill.pseudo_score``) instead of the ground truth, and CQD
+needs no labels. Soft targets only: a hard pseudo-label would make every lesion the teacher misses
+background.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from v2idetr.distill.student_view import degrade_key_frames
 from v2idetr.distill.tfd import TFDLoss
 from v2idetr.errors import ConfigError
 from v2idetr.models.backbone import FeatureMaps
+from v2idetr.models.criterion import select_images
 from v2idetr.models.detector import Detector, Memory
 from v2idetr.models.teacher import VideoTeacher
 
@@ -71,10 +80,23 @@ class DistillationObjective:
 
     @torch.no_grad()
     def _teacher(self, batch: Batch) -> tuple[FeatureMaps, dict[str, Any]]:
-        """The frozen teacher on the whole clip: its key-frame features and decoder outputs."""
+        """The frozen teacher on the whole clip (or its key frame repeated: ``static``): its key-frame
+        features and decoder outputs."""
         self.teacher.eval()
-        features = self.teacher.extract_features(batch.images, batch.masks)
+        clips = batch.images
+        if self.cfg.teacher_view == "static":
+            clips = clips[:, :1].expand_as(clips)
+        features = self.teacher.extract_features(clips, batch.masks)
         return features, self.teacher.detector.forward_features(features, return_intermediates=True)
+
+    def mask_targets(self, batch: Batch, t_outputs: dict[str, Any]) -> list[dict[str, Tensor]]:
+        """Where TFD looks, per key frame: its ground-truth boxes, or on an unlabelled frame the
+        teacher's detections scoring >= ``distill.pseudo_score`` (normalised cxcywh, as targets)."""
+        scores = t_outputs["pred_logits"].sigmoid().amax(-1)  # [B, Q]
+        return [
+            t if labelled else {"boxes": t_outputs["pred_boxes"][i][scores[i] >= self.cfg.pseudo_score]}
+            for i, (t, labelled) in enumerate(zip(batch.targets, labelled_flags(batch), strict=True))
+        ]
 
     @torch.no_grad()
     def _teacher_on_student(self, t_outputs: dict[str, Any], s_outputs: dict[str, Any]) -> dict[str, Any]:
@@ -92,13 +114,13 @@ class DistillationObjective:
         s_features = self.student.extract_features(key, batch.masks)
         s_outputs = self.student.forward_features(s_features, batch.targets, return_intermediates=True)
         s_memory: Memory = s_outputs["memory"]
-        losses = self.criterion(s_outputs, batch.targets)
+        losses = self._detection_loss(s_outputs, batch)
         total = losses["loss"]
         if self.tfd is not None:
             tfd = self.tfd(
                 _distilled_maps(s_features, s_memory, self.cfg.tfd_features),
                 _distilled_maps(t_features, t_outputs["memory"], self.cfg.tfd_features),
-                batch.targets,
+                self.mask_targets(batch, t_outputs),
                 s_memory.valid_ratios,
             )
             losses["loss_tfd"] = tfd
@@ -113,3 +135,17 @@ class DistillationObjective:
         losses["loss_det"] = losses["loss"]
         losses["loss"] = total
         return losses
+
+    def _detection_loss(self, s_outputs: dict[str, Any], batch: Batch) -> dict[str, Tensor]:
+        """The criterion on the labelled key frames of the batch (all of them without unlabelled ones)."""
+        keep = [i for i, labelled in enumerate(labelled_flags(batch)) if labelled]
+        if len(keep) == len(batch):
+            return self.criterion(s_outputs, batch.targets)
+        if not keep:
+            raise ValueError("a distillation batch without any labelled key frame: nothing for the detection loss")
+        return self.criterion(select_images(s_outputs, keep), [batch.targets[i] for i in keep])
+
+
+def labelled_flags(batch: Batch) -> list[bool]:
+    """Per key frame of the batch: labelled (ground truth known) or not."""
+    return [bool(t.get("labelled", True)) for t in batch.targets]

@@ -28,6 +28,7 @@ from v2idetr.engine.metrics import (
     summarize_matches,
     temporal_stability,
 )
+from v2idetr.errors import DatasetError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,19 @@ def evaluate(
     with contiguous labels; frames without an entry have no detection. Top-level keys: AP, AP50,
     AP75, AP_small, AP_medium, AP_large, AR100, precision, recall, f1, tp, fp, fn, num_detections,
     protocol, score_thresh, nms_iou, flicker, flicker_pairs, false_alarms_per_1000, num_frames,
-    num_gt, num_negative_frames, by_degradation, by_video, pr_curve, name. Undefined values
-    (no ground truth, 0/0) are None. With ``out_dir``: writes metrics.json (atomically) and
-    pr_curve.png (when there is ground truth).
+    num_gt, num_negative_frames, num_unlabelled_left_out, by_degradation, by_video, pr_curve, name.
+    Undefined values (no ground truth, 0/0) are None. Unlabelled frames (``FrameRecord.labelled``
+    False) are left out of every number, and counted. With ``out_dir``: writes metrics.json
+    (atomically) and pr_curve.png (when there is ground truth).
     """
+    left_out = index.num_unlabelled_frames
+    if left_out:
+        index = index.labelled_only()
+        log.info("%s: scoring the %d labelled frames, leaving out %d unlabelled ones", index.source or "dataset",
+                 index.num_frames, left_out)
+        if index.num_frames == 0:
+            raise DatasetError(Problem(index.source, "", "images", "every frame is unlabelled ('labelled': false): "
+                                       "nothing to score"), header="cannot evaluate")
     spec = resolve_protocol(protocol, score_thresh, nms_iou)
     matches = match_frames(index, predictions, spec)
     coco_eval = CocoBoxEval(index, predictions)
@@ -131,6 +141,7 @@ def evaluate(
     metrics["num_frames"] = index.num_frames
     metrics["num_gt"] = index.num_boxes
     metrics["num_negative_frames"] = index.num_negative_frames
+    metrics["num_unlabelled_left_out"] = left_out
     metrics["by_degradation"] = {
         k: _split_metrics(index, coco_eval, matches, spec, ids, with_flicker=False)
         for k, ids in _degradation_groups(index).items()
@@ -220,7 +231,8 @@ def format_metrics_table(metrics: Mapping[str, Any], max_videos: int = 20) -> st
     nms = "none" if m.get("nms_iou") is None else f"{m['nms_iou']:.2f}"
     lines = [
         f"{m.get('name', 'model')}: {m.get('num_frames')} frames ({m.get('num_negative_frames', 'n/a')} "
-        f"lesion-free), {m.get('num_gt')} ground-truth boxes",
+        f"lesion-free), {m.get('num_gt')} ground-truth boxes"
+        + (f"; {m['num_unlabelled_left_out']} unlabelled frames left out" if m.get("num_unlabelled_left_out") else ""),
         "COCO box:    " + "  ".join(
             f"{label} {_fmt(m.get(key))}" for label, key in (
                 ("AP", "AP"), ("AP50", "AP50"), ("AP75", "AP75"), ("APs", "AP_small"),

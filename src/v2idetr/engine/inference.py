@@ -11,11 +11,15 @@ from tqdm import tqdm
 from v2idetr.config import Config
 from v2idetr.data.clips import ClipDataset
 from v2idetr.data.collate import collate_clips
-from v2idetr.data.index import DatasetIndex
+from v2idetr.data.index import DatasetIndex, FrameRecord
 from v2idetr.data.transforms import build_eval_transforms
 from v2idetr.models.postprocess import PostProcess
 
 Predictions = dict[int, dict[str, np.ndarray]]
+
+
+def is_labelled(frame: FrameRecord) -> bool:
+    return frame.labelled
 
 
 def eval_clip_mode(cfg: Config) -> str:
@@ -24,10 +28,12 @@ def eval_clip_mode(cfg: Config) -> str:
 
 
 def build_eval_loader(
-    cfg: Config, index: DatasetIndex, batch_size: int | None = None, shard: tuple[int, int] = (0, 1)
+    cfg: Config, index: DatasetIndex, batch_size: int | None = None, shard: tuple[int, int] = (0, 1),
+    labelled_only: bool = True,
 ) -> DataLoader:
-    """Deterministic clips of every key frame; ``shard = (rank, world_size)`` keeps every
-    ``world_size``-th frame from ``rank`` on (distributed evaluation, predictions gathered after)."""
+    """Deterministic clips of every labelled key frame (every frame unless ``labelled_only``; support
+    frames may be any frame); ``shard = (rank, world_size)`` keeps every ``world_size``-th frame from
+    ``rank`` on (distributed evaluation, predictions gathered after)."""
     dataset: ClipDataset | Subset = ClipDataset(
         index,
         num_frames=cfg.data.num_frames,
@@ -36,6 +42,7 @@ def build_eval_loader(
         stride=cfg.data.stride,
         transforms=build_eval_transforms(cfg.data),
         seed=cfg.train.seed,
+        key_filter=is_labelled if labelled_only else None,
     )
     rank, world = shard
     if world > 1:

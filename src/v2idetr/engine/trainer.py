@@ -29,10 +29,10 @@ from tqdm import tqdm
 from v2idetr import __version__
 from v2idetr.atomic import atomic_write_text
 from v2idetr.config import Config, config_to_dict
-from v2idetr.data.clips import ClipDataset
+from v2idetr.data.clips import ClipDataset, ClipSampling
 from v2idetr.data.collate import Batch, collate_clips
 from v2idetr.data.index import DatasetIndex
-from v2idetr.data.sampler import ResumableSampler
+from v2idetr.data.sampler import MixedSampler, ResumableSampler
 from v2idetr.data.transforms import build_train_transforms
 from v2idetr.engine.checkpoint import (
     find_resume_checkpoint,
@@ -54,7 +54,7 @@ from v2idetr.engine.distributed import (
     mean_over_processes,
 )
 from v2idetr.engine.evaluator import evaluate
-from v2idetr.engine.inference import build_eval_loader, predict_loader
+from v2idetr.engine.inference import build_eval_loader, is_labelled, predict_loader
 from v2idetr.errors import V2IDetrError
 from v2idetr.models.postprocess import PostProcess
 
@@ -241,43 +241,56 @@ class Trainer:
         meta: dict[str, Any],
         extra_modules: nn.Module | None = None,
         progress: bool = True,
-        train_clips: tuple[int, str] | None = None,
+        train_clips: ClipSampling | None = None,
         frame_weights: dict[int, float] | None = None,
+        unlabelled_per_batch: int = 0,
     ):
-        """``train_clips = (frames, mode)`` overrides the config's clip sampling for the training data
-        only (distillation: the teacher's clips for training, the student's key frames for validation);
+        """``train_clips`` overrides the config's clip sampling for the training data only
+        (distillation: the teacher's clips for training, the student's key frames for validation);
         ``extra_modules``: training-only modules optimised with the model, saved apart from it;
-        ``frame_weights``: sampling weight per training key frame's ``image_id`` (default: uniform)."""
+        ``frame_weights``: sampling weight per training key frame's ``image_id`` (default: uniform);
+        ``unlabelled_per_batch``: that many of each batch's key frames are unlabelled ones
+        (distillation; 0: the key frames are the labelled frames only, as for every detection loss)."""
         self.cfg, self.model, self.objective, self.postprocess = cfg, model, objective, postprocess
         self.train_index, self.val_index = train_index, val_index
         self.out_dir = Path(out_dir)
         self.meta = meta
         self.extra_modules = extra_modules
         self.progress = progress
-        self.train_clips = train_clips or (cfg.data.num_frames, cfg.data.clip_mode)
+        self.train_clips = train_clips or ClipSampling.of(cfg.data)
         self.frame_weights = frame_weights
+        self.unlabelled_per_batch = unlabelled_per_batch
         # Under torchrun each process has its own GPU; known before fit() so that modules the caller
         # moves to trainer.device (the distillation teacher) land on the right one.
         self.device = local_device(resolve_device(cfg.train.device))
         self.ctx = DistContext()
 
-    def _loader(self) -> tuple[DataLoader, ResumableSampler]:
-        cfg = self.cfg
-        dataset = ClipDataset(
+    def training_clips(self) -> ClipDataset:
+        """Every labelled key frame with its clip; the unlabelled ones too when batches mix them in."""
+        cfg, clips = self.cfg, self.train_clips
+        return ClipDataset(
             self.train_index,
-            num_frames=self.train_clips[0],
-            mode=self.train_clips[1],
-            window=cfg.data.window,
-            stride=cfg.data.stride,
+            num_frames=clips.num_frames,
+            mode=clips.mode,
+            window=clips.window,
+            stride=clips.stride,
             transforms=build_train_transforms(cfg.data),
             seed=cfg.train.seed,
             skip_unreadable=cfg.data.skip_invalid,
+            key_filter=None if self.unlabelled_per_batch > 0 else is_labelled,
         )
-        world = self.ctx.world_size
-        if len(dataset) < cfg.data.batch_size * world:
+
+    def _loader(self) -> tuple[DataLoader, ResumableSampler]:
+        cfg = self.cfg
+        dataset = self.training_clips()
+        world, mixed = self.ctx.world_size, self.unlabelled_per_batch
+        unlabelled = [not f.labelled for f in dataset.key_frames]
+        labelled = len(unlabelled) - sum(unlabelled)
+        if labelled < (cfg.data.batch_size - mixed) * world:
             raise V2IDetrError(
-                f"training set has {len(dataset)} key frames, fewer than data.batch_size={cfg.data.batch_size}"
-                + (f" x {world} processes" if world > 1 else "")
+                f"training set {self.train_index.source} has {labelled} labelled key frames, fewer than "
+                f"data.batch_size={cfg.data.batch_size}" + (f" x {world} processes" if world > 1 else "")
+                + (f" less the {mixed} unlabelled ones per batch" if mixed else "")
             )
         weights = None
         if self.frame_weights is not None:
@@ -285,8 +298,18 @@ class Trainer:
             if missing:
                 raise V2IDetrError(f"no sampling weight for training frames with image ids {missing[:10]}")
             weights = [self.frame_weights[f.image_id] for f in dataset.key_frames]
-        sampler = ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed, rank=self.ctx.rank,
-                                   world_size=world, weights=weights)
+        if mixed and labelled == len(unlabelled):
+            raise V2IDetrError(
+                f"training set {self.train_index.source} has no unlabelled frames to put {mixed} of in each batch: "
+                "mark some ('labelled': false; `v2idetr data add-frames`, `v2idetr data sparsify`) or set the "
+                "unlabelled share to 0")
+        sampler = (
+            MixedSampler(unlabelled, cfg.data.batch_size, mixed, seed=cfg.train.seed, rank=self.ctx.rank,
+                         world_size=world, weights=weights)
+            if mixed
+            else ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed, rank=self.ctx.rank,
+                                  world_size=world, weights=weights)
+        )
         loader = DataLoader(
             dataset,
             batch_size=cfg.data.batch_size,

@@ -28,7 +28,7 @@ from v2idetr.config import LossConfig
 from v2idetr.errors import ConfigError
 from v2idetr.models.matcher import HungarianMatcher
 
-__all__ = ["LOSS_NAMES", "SetCriterion", "build_criterion"]
+__all__ = ["LOSS_NAMES", "SetCriterion", "build_criterion", "select_images"]
 
 #: Base names of the loss components; ``weight_dict`` keys and the prefixes of every returned key.
 LOSS_NAMES = ("loss_class", "loss_bbox", "loss_giou")
@@ -191,6 +191,27 @@ def _varifocal_loss(logits: Tensor, onehot: Tensor, quality: Tensor, alpha: floa
     prob = logits.sigmoid().detach()
     weight = alpha * prob.pow(gamma) * (1 - onehot) + quality
     return F.binary_cross_entropy_with_logits(logits, quality, weight=weight, reduction="sum")
+
+
+def select_images(outputs: dict[str, Any], keep: list[int]) -> dict[str, Any]:
+    """What the criterion reads of the detector's ``outputs``, for the images ``keep`` of the batch
+    only (a detection loss on part of a batch: the labelled key frames of a distillation batch)."""
+    index = torch.as_tensor(keep, dtype=torch.long, device=outputs["pred_logits"].device)
+
+    def take(d: dict[str, Any]) -> dict[str, Any]:
+        res = {"pred_logits": d["pred_logits"][index], "pred_boxes": d["pred_boxes"][index]}
+        if "aux_outputs" in d:
+            res["aux_outputs"] = [take(a) for a in d["aux_outputs"]]
+        return res
+
+    selected = take(outputs)
+    if outputs.get("enc_outputs") is not None:
+        selected["enc_outputs"] = take(outputs["enc_outputs"])
+    if "dn_outputs" in outputs:
+        selected["dn_outputs"] = take(outputs["dn_outputs"])
+        pairs = outputs["dn_meta"]["pairs"]
+        selected["dn_meta"] = {**outputs["dn_meta"], "pairs": [pairs[i] for i in keep]}
+    return selected
 
 
 def _average_counts(counts: list[int], device: torch.device) -> tuple[float, ...]:

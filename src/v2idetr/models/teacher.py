@@ -60,3 +60,26 @@ class VideoTeacher(nn.Module):
         self, images: Tensor, masks: Tensor, targets: list[dict[str, Tensor]] | None = None
     ) -> dict[str, Any]:
         return self.detector.forward_features(self.extract_features(images, masks), targets)
+
+
+class FrameTeacher(nn.Module):
+    """An image detector behind the teacher's interface (clips of one frame, ``[B, 1, 3, H, W]``).
+
+    Distilling from it is self-training with the same losses: the control that tells what a video
+    teacher's temporal context adds to a student, beyond having a teacher at all."""
+
+    num_frames = 1
+
+    def __init__(self, detector: Detector):
+        super().__init__()
+        self.detector = detector
+
+    def extract_features(self, images: Tensor, masks: Tensor) -> FeatureMaps:
+        if images.dim() != 5 or images.shape[1] != 1:
+            raise ValueError(f"an image teacher expects clips [B, 1, 3, H, W], got {tuple(images.shape)}")
+        return self.detector.extract_features(images[:, 0], masks)
+
+    def forward(
+        self, images: Tensor, masks: Tensor, targets: list[dict[str, Tensor]] | None = None
+    ) -> dict[str, Any]:
+        return self.detector.forward_features(self.extract_features(images, masks), targets)

@@ -3,7 +3,8 @@
 A JSON object with four lists::
 
     videos       id, name
-    images       id, file_name, video_id, frame_id, width, height
+    images       id, file_name, video_id, frame_id, width, height; optional labelled (false: nobody
+                 boxed the frame, so it is not a negative and may have no annotation; absent: true)
     annotations  id, image_id, category_id, bbox [x, y, w, h] (pixels); optional area, iscrowd,
                  instance_id, occluded, generated, ...
     categories   id, name
@@ -38,7 +39,7 @@ TOP_LEVEL_KEYS = ("videos", "images", "annotations", "categories")
 # Annotation tools round box corners differently; boxes up to this far outside the frame are clipped.
 BOX_TOLERANCE = 1.0
 _ANN_KNOWN = ("image_id", "category_id", "bbox", "area")
-_IMAGE_KNOWN = ("id", "file_name", "video_id", "frame_id", "width", "height")
+_IMAGE_KNOWN = ("id", "file_name", "video_id", "frame_id", "width", "height", "labelled")
 _MISSING = object()
 
 
@@ -215,6 +216,14 @@ class _Fields:
             return None
         return value
 
+    def flag(self, key: str, default: bool) -> bool:
+        """An optional boolean field (``default`` when absent); anything but true/false is a problem."""
+        value = self.rec.get(key, default) if isinstance(self.rec, dict) else default
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false (absent: {json.dumps(default)}), got {json.dumps(value)}")
+            return default
+        return value
+
     def bbox(self, key: str) -> list[float] | None:
         value = self.require(key)
         if value is _MISSING:
@@ -335,6 +344,7 @@ def scan_coco_vid_doc(
         video_id = f.int("video_id")
         frame_id = f.int("frame_id")
         width, height = f.int("width", minimum=1), f.int("height", minimum=1)
+        labelled = f.flag("labelled", True)
         for key in required_image_fields:
             f.require(key)
         if iid is not None:
@@ -377,6 +387,7 @@ def scan_coco_vid_doc(
             height=height,  # type: ignore[arg-type]
             file_name=file_name,  # type: ignore[arg-type]
             extra={k: v for k, v in rec.items() if k not in _IMAGE_KNOWN},
+            labelled=labelled,
         )
 
     # Annotations.
@@ -399,6 +410,9 @@ def scan_coco_vid_doc(
                 continue
             # The frame is invalid itself: still check the annotation, so that one pass finds everything.
             f.dropped = "annotation (its frame is invalid too)"
+        if frame is not None and not frame.labelled:
+            f.fail("image_id", f"a box on image_id {image_id}, which is marked unlabelled ('labelled': false); "
+                   "an unlabelled frame has no annotations: drop the box or the flag")
         if aid is not None:
             if aid in seen_ann_ids:
                 f.fail("id", f"duplicate annotation id {aid}")
