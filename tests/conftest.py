@@ -48,3 +48,19 @@ def tiny_checkpoint(tiny_synth: SynthResult, tmp_path_factory: pytest.TempPathFa
         progress=False,
     )
     return out / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tiny_synth: SynthResult, tiny_model: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher-tiny video teacher (MSI over 3-frame clips) trained for a few steps."""
+    from v2idetr import api
+
+    out = tmp_path_factory.mktemp("teacher")
+    api.train(
+        str(Path(__file__).resolve().parents[1] / "configs" / "teacher-tiny.yaml"),
+        [*tiny_model, f"data.train={tiny_synth.train_json}", f"data.val={tiny_synth.val_json}", "train.steps=3",
+         "train.eval_every=0"],
+        out,
+        progress=False,
+    )
+    return out / "best.ckpt"

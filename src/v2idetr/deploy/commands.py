@@ -8,14 +8,15 @@ from pathlib import Path
 
 
 def _load_runtime(args: argparse.Namespace):  # -> FrameDetector
-    """A ``.onnx`` file runs under ONNX Runtime, anything else is a PyTorch checkpoint."""
+    """A ``.onnx`` file runs under ONNX Runtime, anything else is a PyTorch checkpoint: an image
+    model (``Detector``) or a video teacher (``ClipDetector``, on eval's clips)."""
     if Path(args.checkpoint).suffix.lower() == ".onnx":
         from v2idetr.deploy.export import OnnxDetector
 
         return OnnxDetector(args.checkpoint, score_thresh=args.score_thresh, nms_iou=args.nms_iou)
-    from v2idetr.deploy.runtime import Detector
+    from v2idetr.deploy.runtime import load_detector
 
-    return Detector.from_checkpoint(
+    return load_detector(
         args.checkpoint, device=args.device, precision=args.precision,
         score_thresh=args.score_thresh, nms_iou=args.nms_iou,
     )
@@ -36,6 +37,7 @@ def _predict(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(json.dumps({
+        "model": result.model,
         "detections": str(result.detections_json),
         "videos": [str(p) for p in result.videos],
         "images": len(result.images),
@@ -68,11 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Writes detections.json (COCO results), an annotated mp4 per video and, on request, PNGs.",
     )
     p.add_argument("source", help="image, folder of images, video file (mp4/avi/mov/mkv) or dataset (COCO-VID JSON, ...)")
-    p.add_argument("--checkpoint", required=True, help="an image model checkpoint (.ckpt) or an exported .onnx")
+    p.add_argument("--checkpoint", required=True,
+                   help="an image model (.ckpt or exported .onnx) or a video teacher (.ckpt, run on eval's clips)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (PyTorch checkpoints)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="fp16/bf16 need CUDA")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="frames (clips for a teacher) per forward pass")
     p.add_argument("--score-thresh", type=float, default=None, help="default: the checkpoint's protocol threshold")
     p.add_argument("--nms-iou", type=float, default=None, help="default: the checkpoint's protocol (1.0 disables)")
     p.add_argument("--save-video", action=argparse.BooleanOptionalAction, default=None,

@@ -1,4 +1,5 @@
 """ONNX export of an image model, and ``OnnxDetector``, its ONNX Runtime counterpart of ``Detector``.
+A video teacher's checkpoint is refused: its clips have no fixed-input graph here.
 
 The graph is ``InferenceModel`` (normalisation, padding mask, detector, top-k with boxes in
 original-frame pixels) traced at a fixed ``size x size`` input with a dynamic batch axis:
@@ -30,8 +31,9 @@ import torch
 from v2idetr.atomic import atomic_write
 from v2idetr.deploy.preprocess import PreparedBatch, prepare_batch
 from v2idetr.deploy.runtime import Detector, FrameDetector
+from v2idetr.engine.checkpoint import load_checkpoint
 from v2idetr.engine.metrics import resolve_protocol
-from v2idetr.errors import V2IDetrError
+from v2idetr.errors import CheckpointError, V2IDetrError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,13 @@ def export_onnx(
     The check runs ONNX Runtime and PyTorch on ``sample_frames`` (default: two random frames of
     different shapes) and reports the largest score and box differences.
     """
-    detector = Detector.from_checkpoint(checkpoint, device="cpu")
+    ckpt = load_checkpoint(Path(checkpoint))
+    if ckpt.kind == "teacher":
+        raise CheckpointError(
+            f"{checkpoint}: a video teacher cannot be exported to ONNX: only image models (a baseline or a "
+            "distilled student) export; run the teacher with `v2idetr predict` or ClipDetector"
+        )
+    detector = Detector.from_checkpoint(ckpt, device="cpu")
     data = detector.cfg.data
     size = int(size or data.test_size)
     if size < 32:
@@ -136,6 +144,8 @@ def export_module(model: torch.nn.Module, example: PreparedBatch, path: Path, op
 
 class OnnxDetector(FrameDetector):
     """An exported model under ONNX Runtime, called like ``Detector`` (same threshold, NMS, results)."""
+
+    model_description = "image model (ONNX)"
 
     def __init__(
         self,

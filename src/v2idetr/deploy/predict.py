@@ -2,7 +2,10 @@
 
 Streaming in three stages joined by bounded queues, so memory stays flat however long the video:
 a reader thread decodes frames, the calling thread batches them through the model, a writer thread
-draws and encodes the annotated output. Outputs (all written atomically):
+draws and encodes the annotated output. A video teacher (``ClipDetector``) gets each key frame's
+clip, built as ``v2idetr eval`` builds it, from a sliding window of the video's decoded frames
+(``deploy.clips.ClipWindow``: at most ``stride * (T - 1) + 1`` frames, plus the batch); a key frame
+goes to the model once its last support frame is decoded. Outputs (all written atomically):
 
 - ``detections.json``: COCO result records (``image_id``, ``category_id``, ``bbox`` x,y,w,h,
   ``score``) plus ``video`` and ``frame_id``; ``v2idetr eval --predictions`` scores it. For a video
@@ -28,13 +31,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from v2idetr.atomic import atomic_write, atomic_write_json
+from v2idetr.data.clips import ClipSampling
 from v2idetr.data.formats.cocovid import ProblemLog, Scan
 from v2idetr.data.formats.media import IMAGE_EXTENSIONS, logged_image_size
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 from v2idetr.data.io import read_frame
 from v2idetr.data.load import load_index
+from v2idetr.deploy.clips import ClipWindow
 from v2idetr.deploy.runtime import Detections, FrameDetector
 from v2idetr.deploy.video import VideoWriter, draw_detections
+from v2idetr.errors import DatasetError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,8 @@ class PredictResult:
     frames: int = 0
     detections: int = 0
     seconds: float = 0.0
+    model: str = "image model"  # what ran (``FrameDetector.model_description``)
+    window_peak: int = 0  # most decoded frames held at once to build clips (1 for an image model)
 
     @property
     def fps(self) -> float:
@@ -164,21 +172,55 @@ class _Writer:
             raise self.error
 
 
-def _batches(inbox: queue.Queue, batch_size: int) -> Iterator[list[_Item]]:
-    """Group reader items into batches; a batch never waits for frames that are not decoded yet."""
-    batch: list[_Item] = []
+_IMAGE = ClipSampling(num_frames=1, mode="adjacent", window=0, stride=1)  # an image model's "clips"
+
+
+class _Clips:
+    """Reader items -> ``(key item, clip pixels)`` in frame order, through one ``ClipWindow`` per video."""
+
+    def __init__(self, sampling: ClipSampling):
+        self.sampling = sampling
+        self.window: ClipWindow[_Item] | None = None
+        self.size: tuple[int, int] = (0, 0)  # (h, w) of the current video's first frame
+        self.peak = 0
+
+    def push(self, item: _Item) -> list[tuple[_Item, list[np.ndarray]]]:
+        size = item.pixels.shape[:2]
+        if item.first:
+            self.window, self.size = ClipWindow(len(item.video.frames), self.sampling), size
+        elif self.sampling.num_frames > 1 and size != self.size:
+            raise DatasetError(
+                Problem(str(item.frame.path), f"frame {item.frame.frame_id} of video {item.video.name!r}", "size",
+                        f"decoded size (h, w) {size} differs from the video's first frame {self.size}; "
+                        "a teacher's clips need one size per video"),
+                header="cannot build clip",
+            )
+        assert self.window is not None
+        ready = self.window.push(item)
+        self.peak = max(self.peak, self.window.peak)
+        return [(key, [f.pixels for f in clip]) for key, clip in ready]
+
+
+def _batches(
+    inbox: queue.Queue, batch_size: int, clips: _Clips
+) -> Iterator[list[tuple[_Item, list[np.ndarray]]]]:
+    """Group ready clips into batches; a batch never waits for frames that are not decoded yet."""
+    ready: list[tuple[_Item, list[np.ndarray]]] = []
     while True:
         item = inbox.get()
         if isinstance(item, BaseException):
             raise item
         if item is _END:
             break
-        batch.append(item)
-        if len(batch) == batch_size or inbox.empty():
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        ready += clips.push(item)
+        while len(ready) >= batch_size:
+            yield ready[:batch_size]
+            ready = ready[batch_size:]
+        if ready and inbox.empty():
+            yield ready
+            ready = []
+    if ready:
+        yield ready
 
 
 def predict(
@@ -192,7 +234,8 @@ def predict(
     format: str = "auto",
     progress: bool = True,
 ) -> PredictResult:
-    """Run ``detector`` over ``source`` and write the outputs described in the module docstring.
+    """Run ``detector`` (an image model, or a teacher on clips) over ``source`` and write the outputs
+    described in the module docstring.
 
     ``save_video`` None: an annotated mp4 only when the source is a video file. ``fps`` overrides
     the frame rate of the written videos (default: the source's, else 25).
@@ -214,15 +257,20 @@ def predict(
     stop = threading.Event()
     reader = threading.Thread(target=_read, args=(index, inbox, stop), name="v2idetr-reader", daemon=True)
     writer = _Writer(out, video_fps, save_video, save_images)
+    sampling = getattr(detector, "clip_sampling", None)
+    clips = _Clips(sampling or _IMAGE)
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     reader.start()
     failed = True
     try:
         with tqdm(total=total, desc="predict", unit="frame", disable=not progress, dynamic_ncols=True) as bar:
-            for batch in _batches(inbox, batch_size):
-                dets = detector.predict_frames([item.pixels for item in batch])
-                for item, det in zip(batch, dets, strict=True):
+            for batch in _batches(inbox, batch_size, clips):
+                if sampling is None:
+                    dets = detector.predict_frames([pixels[0] for _, pixels in batch])
+                else:
+                    dets = detector.predict_clips([pixels for _, pixels in batch])  # type: ignore[attr-defined]
+                for (item, _), det in zip(batch, dets, strict=True):
                     for rec in det.to_coco(item.frame.image_id):
                         records.append({**rec, "video": item.video.name, "frame_id": item.frame.frame_id})
                     writer.put(item, det)
@@ -238,6 +286,8 @@ def predict(
         writer.finish(failed)
     seconds = time.perf_counter() - start
     det_path = atomic_write_json(out / "detections.json", records)
-    result = PredictResult(out, det_path, writer.videos, writer.images, total, len(records), seconds)
-    log.info("%d frames in %.1f s (%.1f frames/s end to end), %d detections", total, seconds, result.fps, len(records))
+    result = PredictResult(out, det_path, writer.videos, writer.images, total, len(records), seconds,
+                           getattr(detector, "model_description", "image model"), clips.peak)
+    log.info("%s: %d frames in %.1f s (%.1f frames/s end to end), %d detections",
+             result.model, total, seconds, result.fps, len(records))
     return result

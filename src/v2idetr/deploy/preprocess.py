@@ -22,9 +22,11 @@ from v2idetr.data.transforms import RandomResize
 
 @dataclass
 class PreparedBatch:
-    """``images`` float32 ``[B, 3, H, W]`` RGB in [0, 1], zero-padded bottom/right;
+    """``images`` float32 ``[B, 3, H, W]`` RGB in [0, 1], zero-padded bottom/right (``[B, T, 3, H, W]``
+    for a teacher's clips, key frame first: ``ClipDetector.prepare_clips``);
     ``image_sizes`` int64 ``[B, 2]`` ``(h, w)`` of the resized frames inside the padding;
-    ``orig_sizes`` int64 ``[B, 2]`` ``(h, w)`` of the frames as given (boxes come back in these pixels)."""
+    ``orig_sizes`` int64 ``[B, 2]`` ``(h, w)`` of the frames as given (boxes come back in these pixels);
+    for clips both are the key frame's (every frame of a clip has its size)."""
 
     images: torch.Tensor
     image_sizes: torch.Tensor
