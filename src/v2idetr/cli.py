@@ -16,7 +16,7 @@ from v2idetr import __version__
 from v2idetr.errors import V2IDetrError
 
 COMMAND_MODULES = (
-    "v2idetr.data.commands",  # data convert | stats | validate
+    "v2idetr.data.commands",  # data convert | stats | validate | sparsify | add-frames
     "v2idetr.data.synthetic_command",  # synth
     "v2idetr.engine.commands",  # train | distill | eval
     "v2idetr.deploy.commands",  # predict | export

@@ -298,3 +298,61 @@ def test_scan_keeps_valid_records_beside_problems(dataset):
     scan = scan_coco_vid(write(path, doc))
     assert len(scan.log.problems) == 1 and not scan.log.fatal
     assert scan.index is not None and scan.index.num_frames == 5
+
+
+def test_labelled_flag_parsed_absent_means_labelled(dataset):
+    path, doc = dataset
+    doc["images"][1]["labelled"] = False  # image 11 (case_a, frame 1), no annotation
+    doc["images"][4]["labelled"] = False  # image 21 (case_b, frame 1)
+    doc["images"][3]["labelled"] = True  # image 22: explicit true, same as absent
+    index = read_coco_vid(write(path, doc))
+    flags = {f.image_id: f.labelled for f in index.frames()}
+    assert flags == {10: True, 11: False, 12: True, 20: True, 21: False, 22: True}
+    assert index.num_unlabelled_frames == 2
+    # an unlabelled frame is never a negative: 20 and 22 are, 11 and 21 are not
+    assert not index.frame_by_image_id()[11].is_negative and index.frame_by_image_id()[20].is_negative
+    assert index.num_negative_frames == 2
+    assert "labelled" not in index.frame_by_image_id()[11].extra  # a known field, not an extra one
+
+
+def test_labelled_flag_must_be_boolean(dataset):
+    path, doc = dataset
+    doc["images"][2]["labelled"] = "no"  # image 10
+    with pytest.raises(DatasetError) as info:
+        read_coco_vid(write(path, doc))
+    [p] = info.value.problems
+    assert (p.file, p.record, p.field) == (str(path), "images[2] (id=10)", "labelled")
+    assert '"no"' in p.message and "true or false" in p.message
+
+
+def test_box_on_unlabelled_frame_is_a_problem(dataset):
+    path, doc = dataset
+    doc["images"][0]["labelled"] = False  # image 12 carries annotation id 3
+    with pytest.raises(DatasetError) as info:
+        read_coco_vid(write(path, doc))
+    [p] = info.value.problems
+    assert (p.file, p.record, p.field) == (str(path), "annotations[2] (id=3)", "image_id")
+    assert "image_id 12" in p.message and "unlabelled" in p.message
+    index = read_coco_vid(path, skip_invalid=True)
+    assert 12 not in index.frame_by_image_id() and index.num_frames == 5
+    assert index.num_boxes == 2 and len(index.skipped) == 1
+
+
+def test_labelled_flags_and_boxes_survive_a_round_trip(dataset, tmp_path):
+    path, doc = dataset
+    doc["images"][1]["labelled"] = False
+    doc["images"][5]["labelled"] = False  # image 20
+    index = read_coco_vid(write(path, doc))
+    out = tmp_path / "again.json"
+    out.write_text(json.dumps(index.to_coco_vid(image_root=tmp_path)))
+    written = {im["id"]: im for im in json.loads(out.read_text())["images"]}
+    assert written[11]["labelled"] is False and "labelled" not in written[10]  # true is left implicit
+    back = read_coco_vid(out)
+    assert back.num_unlabelled_frames == 2
+    before, after = index.frame_by_image_id(), back.frame_by_image_id()
+    assert before.keys() == after.keys()
+    for iid, frame in before.items():
+        other = after[iid]
+        assert (other.labelled, other.frame_id, other.video_id) == (frame.labelled, frame.frame_id, frame.video_id)
+        np.testing.assert_array_equal(other.boxes, frame.boxes)
+        np.testing.assert_array_equal(other.labels, frame.labels)

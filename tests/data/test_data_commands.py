@@ -172,3 +172,46 @@ def test_validate_exit_codes(tmp_path, capsys):
     assert any("images[0] (id=8)" in line and "video_id" in line for line in lines)
     assert run(["data", "validate", str(src), "--no-decode"]) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith("2 problem(s)")
+
+
+def _frame(image_id: int, video_id: int, boxes: int = 0, labelled: bool = True) -> FrameRecord:
+    box = np.tile(np.array([[0, 0, 20, 20]], dtype=np.float32), (boxes, 1))
+    return FrameRecord(image_id, video_id, image_id, Path(f"{image_id}.png"), 100, 100, boxes=box,
+                       labels=np.zeros(boxes, dtype=np.int64), labelled=labelled)
+
+
+def test_stats_count_unlabelled_frames():
+    """Negatives are labelled frames without boxes; a negative video has labelled frames, all negative."""
+    index = DatasetIndex(
+        [
+            VideoRecord(1, "lesion", [_frame(1, 1, boxes=2), _frame(2, 1), _frame(3, 1, labelled=False)]),
+            VideoRecord(2, "clean", [_frame(4, 2), _frame(5, 2, labelled=False), _frame(6, 2, labelled=False)]),
+            VideoRecord(3, "unseen", [_frame(7, 3, labelled=False), _frame(8, 3, labelled=False)]),
+        ],
+        ["lesion"],
+        [1],
+    )
+    s = dataset_stats(index)
+    assert (s["frames"], s["labelled_frames"], s["unlabelled_frames"]) == (8, 3, 5)
+    assert (s["negative_frames"], s["negative_videos"], s["boxes"]) == (2, 1, 2)
+    text = format_stats(index)
+    assert "frames:          8 (3 labelled, 2 of them negative; 5 unlabelled)" in text
+    assert "videos:          3 (1 negative)" in text
+    for frame in index.frames():
+        frame.labelled = True
+    assert "frames:          8 (7 negative)" in format_stats(index)  # the old line when all are labelled
+
+
+def test_validate_unlabelled_frames(tmp_path, capsys):
+    src = make_coco_vid(tmp_path)
+    doc = json.loads(src.read_text())
+    doc["images"][1]["labelled"] = False  # image 9, no box
+    src.write_text(json.dumps(doc))
+    assert run(["data", "validate", str(src)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    doc["annotations"].append({"id": 2, "image_id": 9, "category_id": 6, "bbox": [1, 1, 5, 5]})
+    src.write_text(json.dumps(doc))
+    assert run(["data", "validate", str(src)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[-1].endswith("1 problem(s)")
+    assert lines[0].startswith(f"{src}: annotations[1] (id=2), field 'image_id': a box on image_id 9")

@@ -52,6 +52,8 @@ def test_image_folder_one_video_natural_order(tmp_path):
     assert [f.frame_id for f in index.frames()] == [0, 1, 2, 3]
     assert {(f.width, f.height) for f in index.frames()} == {(20, 10)}
     assert index.class_names == [] and index.num_boxes == 0
+    # read without labels, for inference: nobody labelled these frames, so none is a negative
+    assert not any(f.labelled for f in index.frames()) and index.num_negative_frames == 0
 
 
 def test_image_folder_errors(tmp_path):
@@ -74,7 +76,7 @@ def test_video_file_frames_size_fps(tmp_path, suffix):
     assert len(video.frames) == 7
     assert [f.container_index for f in video.frames] == list(range(7))
     assert all(f.path == path and (f.width, f.height) == (48, 32) for f in video.frames)
-    assert index.class_names == []
+    assert index.class_names == [] and index.num_unlabelled_frames == 7 and index.num_negative_frames == 0
     # the records address real frames: frame 5 decodes to grey ~100
     assert abs(float(read_frame(video.frames[5]).mean()) - 100) < 8
 

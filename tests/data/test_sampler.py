@@ -1,6 +1,6 @@
 import pytest
 
-from v2idetr.data.sampler import ResumableSampler
+from v2idetr.data.sampler import MixedSampler, ResumableSampler
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
@@ -52,3 +52,51 @@ def test_bad_weights_are_refused() -> None:
             ResumableSampler(3, weights=weights)
     with pytest.raises(ValueError, match="shuffle"):
         ResumableSampler(3, shuffle=False, weights=[1.0, 1.0, 1.0])
+
+
+def _batches(order: list[int], size: int) -> list[list[int]]:
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def test_mixed_batches_hold_a_fixed_number_of_unlabelled_items() -> None:
+    unlabelled = [i % 3 != 0 for i in range(30)]  # 10 labelled, 20 unlabelled
+    s = MixedSampler(unlabelled, batch_size=4, per_batch=1, seed=5)
+    s.set_epoch(0)
+    order = list(s)
+    assert len(order) == len(s) == 3 * 4  # one pass over the labelled items, 3 per batch
+    for batch in _batches(order, 4):
+        assert sum(unlabelled[i] for i in batch) == 1
+    labelled_seen = [i for i in order if not unlabelled[i]]
+    assert len(set(labelled_seen)) == len(labelled_seen) == 9  # a shuffle, no repeats within the epoch
+    s.set_epoch(0, start=5)
+    assert list(s) == order[5:]
+    s.set_epoch(1)
+    assert list(s) != order
+
+
+def test_mixed_batches_repeat_the_unlabelled_items_when_there_are_few() -> None:
+    unlabelled = [False] * 12 + [True]
+    s = MixedSampler(unlabelled, batch_size=4, per_batch=2, seed=0)
+    s.set_epoch(0)
+    assert [sum(unlabelled[i] for i in b) for b in _batches(list(s), 4)] == [2] * 6
+
+
+def test_mixed_batches_under_several_processes_have_the_same_make_up() -> None:
+    unlabelled = [i % 2 == 1 for i in range(40)]
+    parts = []
+    for rank in range(2):
+        s = MixedSampler(unlabelled, batch_size=4, per_batch=1, seed=0, rank=rank, world_size=2)
+        s.set_epoch(0)
+        parts.append(list(s))
+        assert all(sum(unlabelled[i] for i in b) == 1 for b in _batches(parts[-1], 4))
+    labelled = [i for p in parts for i in p if not unlabelled[i]]
+    assert len(set(labelled)) == len(labelled)  # the ranks share no labelled item
+
+
+def test_mixed_sampler_refuses_what_cannot_fill_a_batch() -> None:
+    with pytest.raises(ValueError, match="per batch"):
+        MixedSampler([False, True], batch_size=2, per_batch=2)
+    with pytest.raises(ValueError, match="no unlabelled"):
+        MixedSampler([False] * 4, batch_size=2, per_batch=1)
+    with pytest.raises(ValueError, match="too few"):
+        MixedSampler([False, True, True], batch_size=4, per_batch=1)

@@ -1,4 +1,5 @@
-"""`v2idetr data convert | stats | validate`: any supported layout to COCO-VID, its counts, its problems."""
+"""`v2idetr data convert | stats | validate | sparsify | add-frames`: any supported layout to COCO-VID,
+its counts, its problems; a label budget (one labelled frame in K) or the frames the labels leave out."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from v2idetr.atomic import atomic_write_json
-from v2idetr.data.index import DatasetIndex
+from v2idetr.data.index import DatasetIndex, FrameRecord
 from v2idetr.data.load import FORMATS, load_index
+from v2idetr.data.unlabelled import add_frames, sparsify
 from v2idetr.data.validate import validate
 from v2idetr.errors import DatasetError, Problem
 
@@ -22,7 +24,9 @@ SIZE_BINS = (("<16", 0.0), ("16-32", 16.0), ("32-64", 32.0), ("64-128", 64.0), (
 
 
 def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
-    """Counts that describe a dataset: videos, frames, boxes, negatives, boxes per class, box sizes.
+    """Counts that describe a dataset: videos, frames (labelled / unlabelled), boxes, negatives, boxes
+    per class, box sizes. Negatives are labelled frames without boxes; a negative video has labelled
+    frames and all of them are negatives (unlabelled frames say nothing either way).
 
     ``box_sizes`` bins boxes by ``sqrt(area)`` in original pixels (``SIZE_BINS``); ``degradations``
     (frames per ``FrameRecord.extra["degradation"]``) is present only when some frame has one.
@@ -38,9 +42,11 @@ def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
     stats: dict[str, Any] = {
         "videos": len(index.videos),
         "frames": index.num_frames,
+        "labelled_frames": index.num_frames - index.num_unlabelled_frames,
+        "unlabelled_frames": index.num_unlabelled_frames,
         "boxes": index.num_boxes,
         "negative_frames": index.num_negative_frames,
-        "negative_videos": sum(1 for v in index.videos if all(f.is_negative for f in v.frames)),
+        "negative_videos": sum(1 for v in index.videos if _is_negative_video(v.frames)),
         "boxes_per_class": {
             f"{name} (id {cid})": per_class.get(i, 0)
             for i, (name, cid) in enumerate(zip(index.class_names, index.category_ids, strict=True))
@@ -52,13 +58,24 @@ def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
     return stats
 
 
+def _is_negative_video(frames: list[FrameRecord]) -> bool:
+    labelled = [f for f in frames if f.labelled]
+    return bool(labelled) and all(f.is_negative for f in labelled)
+
+
 def format_stats(index: DatasetIndex) -> str:
     """``dataset_stats`` as the lines ``v2idetr data stats`` prints."""
     s = dataset_stats(index)
+    frames = f"{s['frames']} ({s['negative_frames']} negative)"
+    if s["unlabelled_frames"]:
+        frames = (
+            f"{s['frames']} ({s['labelled_frames']} labelled, {s['negative_frames']} of them negative; "
+            f"{s['unlabelled_frames']} unlabelled)"
+        )
     lines = [
         f"source:          {index.source}",
         f"videos:          {s['videos']} ({s['negative_videos']} negative)",
-        f"frames:          {s['frames']} ({s['negative_frames']} negative)",
+        f"frames:          {frames}",
         f"boxes:           {s['boxes']}",
         "boxes per class:",
         *(f"  {name}: {n}" for name, n in s["boxes_per_class"].items()),
@@ -73,6 +90,23 @@ def format_stats(index: DatasetIndex) -> str:
     return "\n".join(lines)
 
 
+def _write(index: DatasetIndex, src: str, out_path: str) -> Path:
+    """Write ``index`` atomically as COCO-VID with frame paths relative to the output's folder."""
+    if any(f.container_index is not None for f in index.frames()):
+        raise DatasetError(
+            Problem(str(src), "", "", "a video file cannot be written as COCO-VID; extract its frames first"),
+            header=f"cannot write {out_path}",
+        )
+    out = Path(out_path)
+    atomic_write_json(out, index.to_coco_vid(image_root=out.resolve().parent))
+    return out
+
+
+def _frame_counts(index: DatasetIndex) -> str:
+    labelled = index.num_frames - index.num_unlabelled_frames
+    return f"{len(index.videos)} videos, {labelled} labelled frames, {index.num_unlabelled_frames} unlabelled frames"
+
+
 def _convert(args: argparse.Namespace) -> int:
     index = load_index(
         args.src,
@@ -82,15 +116,7 @@ def _convert(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         split=args.split,
     )
-    if any(f.container_index is not None for f in index.frames()):
-        raise DatasetError(
-            Problem(
-                str(args.src), "", "", "a video file cannot be written as COCO-VID; extract its frames first"
-            ),
-            header="cannot convert",
-        )
-    out = Path(args.out)
-    atomic_write_json(out, index.to_coco_vid(image_root=out.resolve().parent))
+    out = _write(index, args.src, args.out)
     print(f"wrote {out}: {len(index.videos)} videos, {index.num_frames} frames, {index.num_boxes} boxes")
     if index.skipped:
         print(f"left out {len(index.skipped)} invalid record(s)")
@@ -127,6 +153,43 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sparsify(args: argparse.Namespace) -> int:
+    index = load_index(args.labels, format=args.format, images_root=args.images_root, split=args.split)
+    sparse = sparsify(index, args.every)
+    out = _write(sparse, args.labels, args.out)
+    print(f"wrote {out}: {_frame_counts(sparse)}, {sparse.num_boxes} boxes kept (of {index.num_boxes})")
+    return 0
+
+
+def _add_frames(args: argparse.Namespace) -> int:
+    index = load_index(args.labels, format=args.format, images_root=args.frames_root, split=args.split)
+    full, added = add_frames(index, args.frames_root)
+    per_video = [
+        len(new.frames) - len(old.frames) for old, new in zip(index.videos, full.videos, strict=True)
+    ]
+    splits: Counter[str] = Counter()
+    for video, n in zip(full.videos, per_video, strict=True):
+        if "split" in video.extra:
+            splits[str(video.extra["split"])] += n
+    by_split = f" ({', '.join(f'{k}: {n}' for k, n in sorted(splits.items()))})" if splits else ""
+    videos = sum(1 for n in per_video if n)
+    print(f"added {added} unlabelled frames{by_split} to {videos} of {len(full.videos)} videos")
+    out = _write(full, args.labels, args.out)
+    print(f"wrote {out}: {_frame_counts(full)}, {full.num_boxes} boxes")
+    return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count option such as ``--every``: an integer >= 1 (the error names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="auto", help="dataset layout (default: detected)")
     p.add_argument("--images-root", default=None, help="folder that COCO-VID file_name paths are relative to")
@@ -134,7 +197,7 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="convert, describe and validate datasets")
+    p = sub.add_parser("data", help="convert, describe, validate datasets; label budgets, unlabelled frames")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     c = data_sub.add_parser(
@@ -165,3 +228,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_source_options(v)
     v.add_argument("--no-decode", action="store_true", help="skip decoding frame files (faster)")
     v.set_defaults(func=_validate)
+
+    sp = data_sub.add_parser(
+        "sparsify",
+        help="keep the labels of one frame in K per video (a label budget); the others become unlabelled",
+        description=(
+            "In each video (frames in frame_id order) the frames at positions K//2, K//2 + K, ... keep "
+            "their labels (the middle of each run of K; a video shorter than K//2 + 1 frames keeps its middle "
+            "frame); every other frame is written unlabelled ('labelled': false: no boxes, not a negative). "
+            "OUT is COCO-VID, frame paths relative to its folder, written atomically."
+        ),
+    )
+    sp.add_argument("labels", metavar="LABELS", help="dataset (any supported layout)")
+    sp.add_argument("--every", type=positive_int, required=True, metavar="K", help="one labelled frame in K")
+    sp.add_argument("--out", required=True, help="COCO-VID JSON to write")
+    _add_source_options(sp)
+    sp.set_defaults(func=_sparsify)
+
+    af = data_sub.add_parser(
+        "add-frames",
+        help="add the frames of each video's folder that the labels do not list, unlabelled",
+        description=(
+            "Each video's folder is the one folder holding its listed frames; every other image there is "
+            "added with 'labelled': false. Its frame_id follows from its place in the folder (natural name "
+            "order) and the listed frames' numbering, which must agree. OUT is COCO-VID, frame paths "
+            "relative to its folder, written atomically."
+        ),
+    )
+    af.add_argument("labels", metavar="LABELS", help="label file (COCO-VID JSON; or a BUV / SUN folder)")
+    af.add_argument(
+        "--frames-root",
+        required=True,
+        help="folder the label file's frame names are relative to (BUV: rawframes)",
+    )
+    af.add_argument("--out", required=True, help="COCO-VID JSON to write")
+    af.add_argument("--format", choices=FORMATS, default="auto", help="dataset layout (default: detected)")
+    af.add_argument("--split", choices=("train", "test"), default="train", help="BUV label file to read")
+    af.set_defaults(func=_add_frames)

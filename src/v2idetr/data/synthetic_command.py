@@ -6,7 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from v2idetr.data.commands import positive_int
 from v2idetr.data.synthetic import DEGRADATIONS, PRESETS, generate, save_preview
+from v2idetr.data.unlabelled import all_labels_path, write_label_budget
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,17 @@ def _synth(args: argparse.Namespace) -> int:
     if args.preview:
         path = save_preview(result.train_json, Path(args.out) / "preview.png")
         log.info("wrote %s", path)
+    # train.json was just written with every label: full labels left by an earlier run are stale.
+    all_labels_path(result.train_json).unlink(missing_ok=True)
+    if args.label_every > 1:
+        full = write_label_budget(result.train_json, args.label_every)
+        log.info(
+            "label budget: %s keeps the labels of 1 frame in %d (every frame's: %s); %s stays fully labelled",
+            result.train_json,
+            args.label_every,
+            full,
+            result.val_json,
+        )
     return 0
 
 
@@ -86,6 +99,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--two-classes",
         action="store_true",
         help="ultrasound only: categories 1 benign / 2 malignant instead of one 'lesion' category",
+    )
+    p.add_argument(
+        "--label-every",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help=(
+            "label budget: train.json keeps the labels of 1 frame in K per video (the middle of each run of K), "
+            "the others are unlabelled; every label stays in train-all-labels.json. val.json stays fully "
+            "labelled, because it chooses checkpoints (default: 1, every frame labelled)"
+        ),
     )
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png (contact sheet)")

@@ -1,6 +1,8 @@
 """Media without labels, for inference: a folder of images or a video file, each one video.
 
-Both give an index with no classes (``class_names == []``) and every frame negative. A video file
+Both give an index with no classes (``class_names == []``) and every frame unlabelled
+(``FrameRecord.labelled`` False: nobody looked at them, so they are not negatives and evaluation
+has nothing to score on them; ``v2idetr predict`` ignores labels anyway). A video file
 gives one ``FrameRecord`` per frame, all with ``path`` = the file and ``container_index`` = the
 frame's number in decode order (``v2idetr.data.io`` decodes them on demand).
 """
@@ -86,6 +88,7 @@ def scan_image_folder(path: str | Path) -> Scan:
                 width=width,
                 height=height,
                 file_name=file.name,
+                labelled=False,
             )
         )
     return Scan(DatasetIndex(videos=[video], class_names=[], category_ids=[], source=str(folder)), plog)
@@ -139,6 +142,7 @@ def scan_video_file(path: str | Path) -> Scan:
             height=int(height),
             file_name=path.name,
             container_index=i,
+            labelled=False,
         )
         for i in range(count)
     ]
