@@ -23,7 +23,9 @@ import torch
 
 from v2idetr import api
 from v2idetr.atomic import atomic_write_text
-from v2idetr.bench.accuracy import ROWS, Schedule, gap_closed, synthetic_splits
+from v2idetr.bench.accuracy import gap_closed, synthetic_splits
+from v2idetr.bench.rows import ROWS
+from v2idetr.bench.schedule import Schedule
 from v2idetr.bench.speed import benchmark_speed, format_speed_table
 from v2idetr.config import shipped_configs
 from v2idetr.data.commands import format_stats

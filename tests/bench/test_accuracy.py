@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 
 from v2idetr.bench.accuracy import (
-    ROWS,
     SIZES,
-    Schedule,
     benchmark_accuracy,
     check_settings,
-    continued_schedule,
     format_table,
     gap_closed,
     summarise,
 )
+from v2idetr.bench.rows import ROWS
+from v2idetr.bench.schedule import Schedule, continued_schedule
 from v2idetr.cli import main
 from v2idetr.config import DistillConfig, load_config, shipped_configs
 from v2idetr.demo import QUICK_MODEL
+from v2idetr.engine.checkpoint import load_checkpoint
 from v2idetr.errors import ConfigError
 
 QUICK = [*QUICK_MODEL, "train.threads=1", "model.msi_points=2", "train.eval_every=0"]
@@ -110,6 +110,38 @@ def test_overrides_after_rows_are_overrides_not_rows(monkeypatch, tmp_path: Path
     assert seen["overrides"] == ["train.lr=1e-3", "data.batch_size=4"]
 
 
+def test_label_budget_rows(tmp_path: Path) -> None:
+    """--label-every K: rows train on 1 frame in K labelled, baseline-all-labels on every label; the
+    image-teacher row learns from the baseline but starts where student-unlabelled starts."""
+    out = tmp_path / "acc"
+    rows = ["baseline-all-labels", "student-unlabelled", "student-unlabelled-image-teacher",
+            "student-unlabelled-static-teacher"]
+    args = ["bench", "accuracy", "--out", str(out), "--rows", *rows, "--seeds", "0", "--steps", "2",
+            "--label-every", "3", "--videos", "4", "--frames", "6", "--frame-size", "64", "--no-progress", *QUICK]
+    assert main(args) == 0
+    runs = out / "runs"
+
+    def config(row: str) -> dict:
+        return json.loads((runs / row / "seed-0" / "config.json").read_text())
+
+    budget = config("baseline")["data"]["train"]
+    assert budget.endswith("train-label-every-3.json") and config("baseline-all-labels")["data"]["train"].endswith(
+        "data/train.json")
+    doc = json.loads(Path(budget).read_text())
+    assert sum(im.get("labelled", True) for im in doc["images"]) * 3 == len(doc["images"])
+    assert config("teacher")["data"]["train"] == budget == config("student-unlabelled")["data"]["train"]
+    image = config("student-unlabelled-image-teacher")
+    assert image["distill"]["unlabelled"] == 0.5 and not image["distill"]["init_from_teacher"]
+    assert image["train"]["init_from"].endswith("runs/teacher/seed-0/best.ckpt")
+    meta = load_checkpoint(runs / "student-unlabelled-image-teacher" / "seed-0" / "best.ckpt").meta
+    assert meta["distilled_from"].endswith("runs/baseline/seed-0/best.ckpt")
+    assert config("student-unlabelled-static-teacher")["distill"]["teacher_view"] == "static"
+    table = (out / "results.md").read_text()
+    assert "label budget: 1 training frame in 3" in table and "of all-labels AP50" in table
+    assert "of_all_labels_AP50" in json.loads((out / "results.json").read_text())["rows"]["student-unlabelled"]
+    assert main([*args[:-len(QUICK)], "--label-every", "4", *QUICK]) == 2  # the folder keeps its budget
+
+
 def test_summary_means_stds_and_gap_closed() -> None:
     def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
         return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,
@@ -137,6 +169,13 @@ def test_summary_means_stds_and_gap_closed() -> None:
     worse = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.5), rec("student", 0, 0.7)]
     assert summarise(worse, ["student"])["student"]["gap_closed_AP50"] is None
     assert gap_closed(0.6, 0.8, 0.7) == pytest.approx(0.5) and gap_closed(0.6, 0.6, 0.7) is None
+    # the share of the all-labels ceiling's AP50, per seed
+    ceiling = [rec("baseline-all-labels", 0, 0.8), rec("baseline-all-labels", 1, 1.0)]
+    shares = summarise(records + ceiling, ["student", "baseline-all-labels"])
+    assert shares["student"]["of_all_labels_AP50"]["mean"] == pytest.approx((0.7 / 0.8 + 0.8 / 1.0) / 2)
+    assert shares["student"]["of_all_labels_AP50"]["seeds"] == 2  # seed 2 has no ceiling run: left out
+    assert shares["baseline-all-labels"]["of_all_labels_AP50"]["mean"] == pytest.approx(1.0)
+    assert summarise(records, ["student"])["student"]["of_all_labels_AP50"] is None
 
 
 def test_settings_are_written_once_and_checked(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,12 @@ import numpy as np
 
 from v2idetr import api
 from v2idetr.atomic import atomic_write_json, atomic_write_text
+from v2idetr.bench.rows import ROWS, Row
+from v2idetr.bench.schedule import Schedule
 from v2idetr.config import shipped_configs
+from v2idetr.data.load import load_index
 from v2idetr.data.synthetic import generate
-from v2idetr.engine.checkpoint import step_checkpoint_path
+from v2idetr.data.unlabelled import sparsify
 from v2idetr.engine.evaluator import DEGRADED, DEGRADED_ONE_FRAME, ONE_FRAME_SUFFICES
 from v2idetr.errors import ConfigError
 
@@ -38,82 +41,31 @@ METRICS = ("AP", "AP50", "AP75", "f1", "AP50_degraded", "AP50_degraded_one_frame
 GAP_METRICS = ("AP50", "AP50_degraded", "AP50_degraded_one_frame", "AP50_one_frame_suffices")
 
 
-@dataclass(frozen=True)
-class Row:
-    """``kind``: ``train`` (from its own config) or ``distill`` (from the same seed's ``teacher``)."""
-
-    name: str
-    kind: str
-    config: str  # "student" | "teacher"
-    overrides: tuple[str, ...]
-    description: str
-    steps_factor: int = 1  # training steps = factor x the benchmark's --steps
-    # a distillation row's first weights: its config's (the teacher's by default), or, in a lineage,
-    # the same seed's baseline at step steps - student_steps ("baseline")
-    start: str = "config"
-
-
-ROWS: dict[str, Row] = {
-    r.name: r
-    for r in (
-        Row("baseline", "train", "student", (), "image detector, detection loss only"),
-        Row("baseline-2x", "train", "student", (),
-            "image detector, twice the steps: as many as teacher + teacher-initialised student (control)",
-            steps_factor=2),
-        Row("teacher", "train", "teacher", (), "video teacher, MSI"),
-        Row("teacher-mean", "train", "teacher", ("model.temporal=mean",), "video teacher, frame averaging (no MSI)"),
-        Row("student-init-only", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
-            "student from the teacher's weights, no distillation loss (control)"),
-        # Distillation rows switch terms off and otherwise keep the config's weights, so they follow
-        # the defaults (docs/METHOD.md) and any weight given on the command line.
-        Row("student-tfd", "distill", "student", ("distill.cqd=0.0",), "student, TFD only"),
-        Row("student-cqd", "distill", "student", ("distill.tfd=0.0",), "student, CQD only"),
-        Row("student", "distill", "student", (), "student, TFD + CQD"),
-        Row("student-no-proposals", "distill", "student", ("distill.cqd_proposals=0.0",),
-            "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
-        Row("student-own-queries", "distill", "student", ("distill.cqd_student_queries=1.0",),
-            "student, TFD + CQD with CQD's student-query term (the teacher judges the student's own queries)"),
-        Row("student-from-baseline", "distill", "student", ("distill.init_from_teacher=false",),
-            "student, TFD + CQD, from the baseline's weights student-steps before its end (lineage only): "
-            "the baseline's last steps with the distillation terms added",
-            start="baseline"),
-        Row("student-hard-frames", "distill", "student", ("distill.hard_frames=0.5", "distill.hard_frames_strata=none"),
-            "student, TFD + CQD, half the samples drawn where teacher and student disagree most (one excess over "
-            "all frames: lesion-free frames drawn less often)"),
-        Row("student-hard-frames-init-only", "distill", "student",
-            ("distill.hard_frames=0.5", "distill.hard_frames_strata=none", "distill.tfd=0.0", "distill.cqd=0.0"),
-            "student from the teacher's weights, student-hard-frames' sampling, no distillation loss (control)"),
-        Row("student-chosen-frames", "distill", "student", ("distill.hard_frames=0.8",),
-            "student, TFD + CQD, 80% of the samples drawn where teacher and student disagree most, within the "
-            "frames the teacher detects a lesion in and within the rest (each keeps its share)"),
-        Row("student-chosen-frames-init-only", "distill", "student",
-            ("distill.hard_frames=0.8", "distill.tfd=0.0", "distill.cqd=0.0"),
-            "student from the teacher's weights, student-chosen-frames' sampling, no distillation loss (control)"),
-        Row("student-chosen-negatives", "distill", "student",
-            ("distill.hard_frames=0.8", "distill.hard_frames_strata=teacher-negatives"),
-            "student, TFD + CQD, 80% of the samples of the frames the teacher sees no lesion in drawn where the "
-            "student fires and the teacher does not; the lesion frames drawn uniformly, each group keeps its share"),
-        Row("student-degraded-view", "distill", "student", ("distill.student_degrade=0.5",),
-            "student, TFD + CQD, half the key frames degraded for the student only (the teacher sees them clean)"),
-        Row("student-degraded-view-init-only", "distill", "student",
-            ("distill.student_degrade=0.5", "distill.tfd=0.0", "distill.cqd=0.0"),
-            "student from the teacher's weights, the same degraded key frames, no distillation loss (control: "
-            "the augmentation alone)"),
-        Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
-        Row("student-full-mask", "distill", "student", ("distill.tfd_mask=full",),
-            "student, TFD over every pixel (background, look-alikes and lesion-free frames too)"),
-        Row("student-fixed-sampling", "distill", "student", ("distill.cqd_sampling=fixed",),
-            "student, fixed cross-view sampling"),
-    )
-}
-
-
 @dataclass
 class Splits:
+    """``train`` holds the label budget (1 frame in ``label_every`` labelled), ``train_all_labels`` the
+    same frames all labelled (the ceiling row's); validation and test are fully labelled."""
+
     train: Path
     val: Path
     test: Path
     test_is_val: bool = False
+    train_all_labels: Path | None = None
+
+    def training(self, row: Row) -> Path:
+        return self.train_all_labels if row.labels == "all" and self.train_all_labels else self.train
+
+
+def label_budget(splits: Splits, every: int, folder: Path) -> Splits:
+    """``splits`` whose training labels keep 1 frame in ``every`` per video (``data sparsify``), written
+    once into ``folder``; the original labels stay the ceiling's."""
+    if every == 1:
+        return splits
+    sparse = folder / f"{splits.train.stem}-label-every-{every}.json"
+    if not sparse.is_file():
+        index = sparsify(load_index(splits.train), every)
+        atomic_write_json(sparse, index.to_coco_vid(image_root=sparse.resolve().parent))
+    return replace(splits, train=sparse, train_all_labels=splits.train)
 
 
 def default_test_videos(videos: int) -> int:
@@ -175,85 +127,6 @@ def _row_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def continued_schedule(steps: int) -> list[str]:
-    """Overrides of a run that continues from another's weights (a student from its teacher's) for
-    ``steps``: a warm-up of a tenth of them, not the config's, which is made for training from scratch."""
-    return [f"train.steps={steps}", f"train.warmup_steps={max(1, steps // 10)}"]
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Steps of every row. Without ``teacher_steps``/``student_steps`` every row trains ``steps``
-    (students on top of their teacher's). With both, one lineage of weights as in ``v2idetr demo``:
-    teachers start from the same seed's baseline at step ``steps - teacher_steps - student_steps``
-    and train ``teacher_steps``, students train ``student_steps`` from their teacher, so every
-    single-frame row has had ``steps`` optimiser steps."""
-
-    steps: int
-    teacher_steps: int | None = None
-    student_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"--steps {self.steps}: expected >= 1")
-        if (self.teacher_steps is None) != (self.student_steps is None):
-            raise ConfigError("--teacher-steps and --student-steps go together (one lineage of weights)")
-        if self.lineage and not (min(self.teacher_steps, self.student_steps) >= 1 and self.teacher_start >= 1):
-            raise ConfigError(
-                f"--teacher-steps {self.teacher_steps} --student-steps {self.student_steps}: expected >= 1 each "
-                f"and fewer than --steps {self.steps} together (the baseline's step the teachers start from)"
-            )
-
-    @property
-    def lineage(self) -> bool:
-        return self.teacher_steps is not None
-
-    @property
-    def student_start(self) -> int:
-        """The baseline's step where its last ``student_steps`` begin (``student-from-baseline`` starts there)."""
-        return self.steps - (self.student_steps or 0)
-
-    def student_start_checkpoint(self, baseline_run: Path) -> Path:
-        """The baseline's checkpoint at ``student_start`` (kept by its ``train.save_steps``)."""
-        return step_checkpoint_path(baseline_run, self.student_start)
-
-    @property
-    def teacher_start(self) -> int:
-        return self.student_start - (self.teacher_steps or 0)
-
-    def describe(self, rows: Sequence[str] = ()) -> str:
-        """The schedule in words; ``baseline-2x``'s steps only when it is among ``rows``."""
-        twice = f" (baseline-2x: {2 * self.steps})" if "baseline-2x" in rows else ""
-        if not self.lineage:
-            return f"{self.steps} steps per row{twice}; students on top of their teacher's"
-        return (f"one lineage: baseline {self.steps} steps{twice}; teachers "
-                f"{self.teacher_steps} from the baseline's step {self.teacher_start}; students {self.student_steps} "
-                "from their teacher (every single-frame row has had as many steps as the baseline)")
-
-    def overrides(self, row: Row, baseline_run: Path) -> list[str]:
-        """The row's step overrides (they come after the user's, which they must win over);
-        ``baseline_run``: the folder of the baseline run a lineage's teacher starts from."""
-        if not self.lineage:
-            return [f"train.steps={self.steps * row.steps_factor}"]
-        assert self.teacher_steps is not None and self.student_steps is not None
-        if row.kind == "distill":
-            if row.start == "baseline":
-                start = self.student_start_checkpoint(baseline_run)
-                return [*continued_schedule(self.student_steps), f"train.init_from={start}"]
-            return continued_schedule(self.student_steps)
-        if row.config == "teacher":
-            start = step_checkpoint_path(baseline_run, self.teacher_start)
-            return [*continued_schedule(self.teacher_steps), f"train.init_from={start}"]
-        steps = self.steps * row.steps_factor
-        if row.name != "baseline":
-            return [f"train.steps={steps}"]
-        # validates and keeps the checkpoint at the teachers' start step, and keeps the one at the
-        # student-steps-before-the-end step, where student-from-baseline starts
-        return [f"train.steps={steps}", f"train.eval_every={self.teacher_start}",
-                f"train.keep_last={steps // self.teacher_start + 1}",
-                f"train.save_steps=[{self.student_start}]"]
-
-
 def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule: Schedule, extra: Sequence[str],
              progress: bool) -> dict[str, Any]:
     """Train (or resume) one row for one seed and evaluate its best checkpoint on the test split; first
@@ -269,27 +142,36 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule
         log.info("%s seed %d: trained before, evaluating it again for %s", row.name, seed,
                  ", ".join(k for k in METRICS if k not in record))
         return _test_record(record, run, splits)
-    needs = "teacher" if row.kind == "distill" else "baseline" if row.config == "teacher" and schedule.lineage else None
-    if needs and not (_run_dir(out, needs, seed) / "test-metrics.json").is_file():
-        _run_one(ROWS[needs], seed, out, splits, size, schedule, extra, progress)
+    for needs in _needs(row, schedule):
+        if not (_run_dir(out, needs, seed) / "test-metrics.json").is_file():
+            _run_one(ROWS[needs], seed, out, splits, size, schedule, extra, progress)
     if row.start == "baseline":
         start = schedule.student_start_checkpoint(_run_dir(out, "baseline", seed))
         if not start.is_file():
             raise ConfigError(f"{row.name} seed {seed}: {start} is missing (the baseline was trained by an older "
                               f"v2idetr that did not keep it); delete {start.parent} to train the baseline again")
     student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
-    overrides = [f"data.train={splits.train}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
+    overrides = [f"data.train={splits.training(row)}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
                  *row.overrides, *schedule.overrides(row, _run_dir(out, "baseline", seed))]
+    if row.start == "teacher":
+        overrides.append(f"train.init_from={_run_dir(out, 'teacher', seed) / 'best.ckpt'}")
     resume = (run / "last.ckpt").is_file()
     started = time.monotonic()
     if row.kind == "train":
         api.train(teacher_cfg if row.config == "teacher" else student_cfg, overrides, run, resume=resume,
                   progress=progress)
     else:
-        api.distill(_run_dir(out, "teacher", seed) / "best.ckpt", student_cfg, overrides, run, resume=resume,
+        api.distill(_run_dir(out, row.teacher, seed) / "best.ckpt", student_cfg, overrides, run, resume=resume,
                     progress=progress)
     minutes = (time.monotonic() - started) / 60.0
     return _test_record({"row": row.name, "seed": seed, "minutes": minutes, "resumed": resume}, run, splits)
+
+
+def _needs(row: Row, schedule: Schedule) -> list[str]:
+    """The rows whose runs ``row`` starts from or learns from (same seed)."""
+    if row.kind == "distill":
+        return sorted({row.teacher, "teacher" if row.start == "teacher" else row.teacher})
+    return ["baseline"] if row.config == "teacher" and schedule.lineage else []
 
 
 def _test_record(record: dict[str, Any], run: Path, splits: Splits) -> dict[str, Any]:
@@ -340,6 +222,12 @@ def summarise(records: list[dict[str, Any]], rows: Sequence[str]) -> dict[str, A
             entry[f"gap_closed_{key}"] = (
                 {**dict(zip(("mean", "std"), _mean_std(gaps), strict=True)), "seeds": len(gaps)} if gaps else None
             )
+        ratios = [me["AP50"] / ceiling["AP50"] for seed in entry["seeds"]
+                  if (me := by_seed[(name, seed)]).get("AP50") is not None
+                  and (ceiling := by_seed.get(("baseline-all-labels", seed)) or {}).get("AP50")]
+        entry["of_all_labels_AP50"] = (
+            {**dict(zip(("mean", "std"), _mean_std(ratios), strict=True)), "seeds": len(ratios)} if ratios else None
+        )
     return table
 
 
@@ -353,15 +241,16 @@ def format_table(table: dict[str, Any], header: str) -> str:
     lines = [header, "",
              "| row | what | seeds | AP | AP50 | AP75 | F1 | AP50 degraded | AP50 degraded, one frame suffices "
              "| AP50, one frame suffices | gap closed (AP50) | gap closed (AP50 degraded) "
-             "| gap closed (AP50 degraded, one frame suffices) | gap closed (AP50, one frame suffices) | train min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| gap closed (AP50 degraded, one frame suffices) | gap closed (AP50, one frame suffices) "
+             "| of all-labels AP50 | train min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in table.items():
         lines.append(
             f"| {name} | {ROWS[name].description} | {len(e['seeds'])} | {cell(e['AP'])} | {cell(e['AP50'])} | "
             f"{cell(e['AP75'])} | {cell(e['f1'])} | {cell(e['AP50_degraded'])} | "
             f"{cell(e['AP50_degraded_one_frame'])} | {cell(e['AP50_one_frame_suffices'])} | "
             + " | ".join(cell(e[f"gap_closed_{key}"], len(e["seeds"])) for key in GAP_METRICS)
-            + f" | {e['minutes']:.1f} |"
+            + f" | {cell(e.get('of_all_labels_AP50'), len(e['seeds']))} | {e['minutes']:.1f} |"
         )
     lines += ["", "Gap closed = (row - baseline) / (teacher - baseline) of AP50 on all test frames, on the "
               "degraded ones (every degradation but none), on the degraded ones one frame suffices for, and on "
@@ -369,7 +258,9 @@ def format_table(table: dict[str, Any], header: str) -> str:
               "(the lesion left no trace: only a video model can find it; nor, on data from generator 1.0, for "
               "`distractor` frames, whose look-alike was drawn exactly like a lesion), so the last two are what a "
               "single-frame student can take of the teacher's lead. Per seed, then mean ± standard deviation over "
-              "the seeds where the teacher leads the baseline (n/a where it leads on none: there is no gap to close)."]
+              "the seeds where the teacher leads the baseline (n/a where it leads on none: there is no gap to close). "
+              "Of all-labels AP50 = row / baseline-all-labels AP50 per seed: how much of what every label would "
+              "give a row reaches with the label budget."]
     return "\n".join(lines) + "\n"
 
 
@@ -387,14 +278,18 @@ def benchmark_accuracy(
     progress: bool = True,
     teacher_steps: int | None = None,
     student_steps: int | None = None,
+    label_every: int = 1,
 ) -> dict[str, Any]:
     """Run every (row, seed) not done yet and write ``results.json`` / ``results.md`` under ``out``.
 
     ``data = (train, val, test)`` uses your own COCO-VID files (without a test file the validation
     split is reported, and the table says so); otherwise ``preset`` generates ``synth = (videos,
-    frames, size)`` synthetic data and ``test_videos`` test videos. A folder keeps its settings
-    (`check_settings`): only rows and seeds can be added to it.
+    frames, size)`` synthetic data and ``test_videos`` test videos. ``label_every = K`` trains on
+    1 labelled frame in K per training video, the rest unlabelled (``baseline-all-labels`` keeps every
+    label). A folder keeps its settings (`check_settings`): only rows and seeds can be added to it.
     """
+    if label_every < 1:
+        raise ConfigError(f"--label-every {label_every}: expected >= 1 (1: every training frame labelled)")
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         raise ConfigError(f"--rows: unknown {unknown}; expected any of {', '.join(ROWS)}")
@@ -415,6 +310,7 @@ def benchmark_accuracy(
     test_videos = test_videos or default_test_videos(synth[0])
     check_settings(out, {
         "size": size, "schedule": [steps, teacher_steps, student_steps], "overrides": list(overrides),
+        **({"label_every": label_every} if label_every > 1 else {}),
         "data": None if data is None else [x and str(Path(x).resolve()) for x in data],
         "synthetic": None if data is not None else {
             "preset": preset or "ultrasound", "videos_frames_size": list(synth), "test_videos": test_videos},
@@ -427,6 +323,10 @@ def benchmark_accuracy(
         splits = synthetic_splits(out, preset or "ultrasound", *synth, test_videos=test_videos)
         source = (f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px "
                   f"(test: {test_videos} other videos)")
+    splits = label_budget(splits, label_every, out / "data-budget")
+    if label_every > 1:
+        source += (f"; label budget: 1 training frame in {label_every} per video labelled (`data sparsify --every "
+                   f"{label_every}`), the rest unlabelled; validation and test fully labelled")
     split_name = "validation split (no test split given)" if splits.test_is_val else "test split"
     header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs; {schedule.describe(rows)}; "
               + (f"overrides: `{' '.join(overrides)}`; " if overrides else "")

@@ -61,6 +61,7 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         teacher_steps=args.teacher_steps,
         student_steps=args.student_steps,
+        label_every=args.label_every,
     )
     print(format_table(result["rows"], result["header"]))
     print(f"wrote {args.out}/results.md and results.json")
@@ -107,6 +108,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --student-steps, one lineage as in `v2idetr demo`: teachers start from the baseline "
                    "at step steps-N-K and train N, students K (default: every row trains --steps)")
     a.add_argument("--student-steps", type=int, default=None, help="K: see --teacher-steps")
+    a.add_argument("--label-every", type=int, default=1,
+                   help="label budget: keep the labels of 1 training frame in K per video, the rest unlabelled "
+                   "(`data sparsify`); baseline-all-labels keeps them all (default 1: every frame labelled)")
     a.add_argument("--size", default="tiny", choices=("tiny", "r50"), help="tiny (CPU, minutes) or r50 (GPU)")
     a.add_argument("--preset", default="ultrasound", choices=("ultrasound", "colonoscopy"))
     a.add_argument("--videos", type=int, default=40, help="synthetic train+val videos")

@@ -1,0 +1,96 @@
+"""The rows of `v2idetr bench accuracy`: one training recipe each, named as in its tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    """``kind``: ``train`` (from its own config) or ``distill`` (from the same seed's ``teacher``)."""
+
+    name: str
+    kind: str
+    config: str  # "student" | "teacher"
+    overrides: tuple[str, ...]
+    description: str
+    steps_factor: int = 1  # training steps = factor x the benchmark's --steps
+    # a distillation row's first weights: its config's (its teacher's by default), in a lineage the same
+    # seed's baseline at step steps - student_steps ("baseline"), or the same seed's video teacher's
+    # ("teacher": what a student of an image teacher starts from, so that only the teacher differs)
+    start: str = "config"
+    # a distillation row's teacher: the same seed's video teacher, or its image baseline ("baseline")
+    teacher: str = "teacher"
+    # the training labels: the benchmark's (1 frame in --label-every labelled) or every frame's ("all")
+    labels: str = "budget"
+
+
+# the share of each batch that the student-unlabelled rows fill with unlabelled frames
+UNLABELLED = ("distill.unlabelled=0.5",)
+
+
+ROWS: dict[str, Row] = {
+    r.name: r
+    for r in (
+        Row("baseline", "train", "student", (), "image detector, detection loss only"),
+        Row("baseline-2x", "train", "student", (),
+            "image detector, twice the steps: as many as teacher + teacher-initialised student (control)",
+            steps_factor=2),
+        Row("baseline-all-labels", "train", "student", (),
+            "image detector trained with every training frame labelled: the ceiling of the label budget",
+            labels="all"),
+        Row("teacher", "train", "teacher", (), "video teacher, MSI"),
+        Row("teacher-mean", "train", "teacher", ("model.temporal=mean",), "video teacher, frame averaging (no MSI)"),
+        Row("student-init-only", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, no distillation loss (control)"),
+        # Distillation rows switch terms off and otherwise keep the config's weights, so they follow
+        # the defaults (docs/METHOD.md) and any weight given on the command line.
+        Row("student-tfd", "distill", "student", ("distill.cqd=0.0",), "student, TFD only"),
+        Row("student-cqd", "distill", "student", ("distill.tfd=0.0",), "student, CQD only"),
+        Row("student", "distill", "student", (), "student, TFD + CQD (on the labelled frames only, as the paper)"),
+        Row("student-unlabelled", "distill", "student", UNLABELLED,
+            "student, TFD + CQD, half of every batch unlabelled frames (the teacher's detections mask TFD there, "
+            "no detection loss)"),
+        Row("student-unlabelled-image-teacher", "distill", "student", (*UNLABELLED, "distill.init_from_teacher=false"),
+            "student-unlabelled taught by the image baseline instead (self-training), from the same start: what "
+            "the temporal context adds", start="teacher", teacher="baseline"),
+        Row("student-unlabelled-static-teacher", "distill", "student", (*UNLABELLED, "distill.teacher_view=static"),
+            "student-unlabelled whose teacher sees its key frame T times: its per-frame transform without the "
+            "temporal context"),
+        Row("student-no-proposals", "distill", "student", ("distill.cqd_proposals=0.0",),
+            "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
+        Row("student-own-queries", "distill", "student", ("distill.cqd_student_queries=1.0",),
+            "student, TFD + CQD with CQD's student-query term (the teacher judges the student's own queries)"),
+        Row("student-from-baseline", "distill", "student", ("distill.init_from_teacher=false",),
+            "student, TFD + CQD, from the baseline's weights student-steps before its end (lineage only): "
+            "the baseline's last steps with the distillation terms added",
+            start="baseline"),
+        Row("student-hard-frames", "distill", "student", ("distill.hard_frames=0.5", "distill.hard_frames_strata=none"),
+            "student, TFD + CQD, half the samples drawn where teacher and student disagree most (one excess over "
+            "all frames: lesion-free frames drawn less often)"),
+        Row("student-hard-frames-init-only", "distill", "student",
+            ("distill.hard_frames=0.5", "distill.hard_frames_strata=none", "distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, student-hard-frames' sampling, no distillation loss (control)"),
+        Row("student-chosen-frames", "distill", "student", ("distill.hard_frames=0.8",),
+            "student, TFD + CQD, 80% of the samples drawn where teacher and student disagree most, within the "
+            "frames the teacher detects a lesion in and within the rest (each keeps its share)"),
+        Row("student-chosen-frames-init-only", "distill", "student",
+            ("distill.hard_frames=0.8", "distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, student-chosen-frames' sampling, no distillation loss (control)"),
+        Row("student-chosen-negatives", "distill", "student",
+            ("distill.hard_frames=0.8", "distill.hard_frames_strata=teacher-negatives"),
+            "student, TFD + CQD, 80% of the samples of the frames the teacher sees no lesion in drawn where the "
+            "student fires and the teacher does not; the lesion frames drawn uniformly, each group keeps its share"),
+        Row("student-degraded-view", "distill", "student", ("distill.student_degrade=0.5",),
+            "student, TFD + CQD, half the key frames degraded for the student only (the teacher sees them clean)"),
+        Row("student-degraded-view-init-only", "distill", "student",
+            ("distill.student_degrade=0.5", "distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, the same degraded key frames, no distillation loss (control: "
+            "the augmentation alone)"),
+        Row("student-binary-mask", "distill", "student", ("distill.tfd_mask=binary",), "student, binary TFD mask"),
+        Row("student-full-mask", "distill", "student", ("distill.tfd_mask=full",),
+            "student, TFD over every pixel (background, look-alikes and lesion-free frames too)"),
+        Row("student-fixed-sampling", "distill", "student", ("distill.cqd_sampling=fixed",),
+            "student, fixed cross-view sampling"),
+    )
+}
