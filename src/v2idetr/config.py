@@ -104,6 +104,9 @@ class DistillConfig:
     tfd_features: str = "memory"  # memory | backbone
     cqd_sampling: str = "random"  # random | fixed
     cqd_proposals: float = 2.0  # weight of CQD's dense two-stage proposal-score term (0: off; docs/METHOD.md)
+    # CQD's class term: averaged over the queries, or per teacher detection (summed, divided by the teacher's
+    # foreground mass; distill/cqd.py)
+    cqd_class_norm: str = "queries"
     # weight of CQD's student-query term: the teacher's verdict on the student's own queries (0: off; docs/METHOD.md)
     cqd_student_queries: float = 0.0
     # share of training samples drawn in proportion to the teacher-student disagreement on the frame
@@ -189,6 +192,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "distill.cqd_sampling": ("random", "fixed"),
     "distill.hard_frames_strata": ("teacher", "teacher-negatives", "none"),
     "distill.teacher_view": ("clip", "static"),
+    "distill.cqd_class_norm": ("queries", "teacher"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.amp": ("none", "bf16", "fp16"),
     "eval.protocol": ("yona", "strict", "stft"),

@@ -98,3 +98,22 @@ def test_student_query_term_is_weighted_and_needs_both_outputs() -> None:
     assert loss.item() > 0.25
     with pytest.raises(ValueError, match="student-query"):
         CQDLoss(student_query_weight=1.0)(_outputs(logits, boxes), _outputs(logits, boxes))
+
+
+def test_class_term_per_teacher_detection_does_not_shrink_with_more_empty_queries() -> None:
+    """class_norm='teacher': one confident teacher query disagreed with costs the same among 2 or 20 queries
+    (averaging over queries divides it by their number)."""
+    def pair(n: int) -> tuple[dict, dict]:
+        t = torch.full((1, n, 1), -9.0)
+        t[0, 0, 0] = 4.0
+        s = t.clone()
+        s[0, 0, 0] = -2.0
+        boxes = torch.full((1, n, 4), 0.3)
+        return _outputs(s, boxes), _outputs(t, boxes)
+
+    teacher_norm = [CQDLoss(class_norm="teacher")(*pair(n)).item() for n in (2, 20)]
+    query_norm = [CQDLoss()(*pair(n)).item() for n in (2, 20)]
+    assert teacher_norm[0] == pytest.approx(teacher_norm[1], rel=1e-3)
+    assert query_norm[0] == pytest.approx(10 * query_norm[1], rel=1e-3)
+    with pytest.raises(ValueError, match="class_norm"):
+        CQDLoss(class_norm="boxes")

@@ -58,7 +58,7 @@ class DistillationObjective:
         self.tfd = TFDLoss(d_s, d_t, levels, cfg.tfd_mask) if cfg.tfd > 0 else None
         self.cqd = (
             CQDLoss(box_weight, giou_weight, proposal_weight=cfg.cqd_proposals,
-                    student_query_weight=cfg.cqd_student_queries)
+                    student_query_weight=cfg.cqd_student_queries, class_norm=cfg.cqd_class_norm)
             if cfg.cqd > 0
             else None
         )
