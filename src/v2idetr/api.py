@@ -160,7 +160,8 @@ def distill(
                               hint="; set distill.init_from_teacher=false to distil into another architecture")
         elif cfg.train.init_from:
             init_weights_from(student, cfg.train.init_from, train_index)
-    objective = DistillationObjective(student, teacher_model, built.criterion, cfg.distill)
+    start = _frozen_start(cfg, num_classes, teacher_ckpt, train_index) if cfg.distill.tfd_target == "residual" else None
+    objective = DistillationObjective(student, teacher_model, built.criterion, cfg.distill, start=start)
     # the teacher's own clip length, window and stride: it was trained (and is evaluated) with them
     clip_mode = "random" if cfg.distill.cqd_sampling == "random" else teacher_cfg.data.clip_mode
     meta = {
@@ -185,12 +186,25 @@ def distill(
         unlabelled_per_batch=unlabelled_per_batch(cfg),
     )
     teacher_model.to(trainer.device)
+    if start is not None:
+        start.to(trainer.device)
     if cfg.distill.hard_frames > 0:
         set_threads(cfg.train.threads)
         trainer.frame_weights = teacher_chosen_weights(
             Path(out_dir), resuming, cfg, teacher_model, teacher_cfg, student, train_index, trainer.device,
             progress=progress)
     return trainer.fit(resume=resume)
+
+
+def _frozen_start(cfg: Config, num_classes: int, teacher_ckpt: Checkpoint, train_index: DatasetIndex) -> nn.Module | None:
+    """A copy of the student's starting weights, rebuilt from their source (so a resumed run gets the
+    same): what ``distill.tfd_target=residual`` measures the student's move from."""
+    if not (cfg.distill.init_from_teacher or cfg.train.init_from):
+        return None
+    start = build_model(cfg, num_classes)
+    source = teacher_ckpt if cfg.distill.init_from_teacher else cfg.train.init_from
+    init_weights_from(start, source, train_index, key="distill.tfd_target=residual")
+    return start
 
 
 def _resuming(resume: bool, out_dir: str | Path) -> bool:

@@ -102,6 +102,9 @@ class DistillConfig:
     cqd: float = 5.0
     tfd_mask: str = "gaussian"  # gaussian | binary | full (every pixel: not target-guided)
     tfd_features: str = "memory"  # memory | backbone
+    # teacher: its features; residual: the starting student's plus what the teacher's support frames add
+    # (its clip's features minus its key frame's repeated; distill/tfd.py)
+    tfd_target: str = "teacher"
     cqd_sampling: str = "random"  # random | fixed
     cqd_proposals: float = 2.0  # weight of CQD's dense two-stage proposal-score term (0: off; docs/METHOD.md)
     # CQD's class term: averaged over the queries, or per teacher detection (summed, divided by the teacher's
@@ -189,6 +192,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.temporal": ("none", "mean", "msi"),
     "distill.tfd_mask": ("gaussian", "binary", "full"),
     "distill.tfd_features": ("memory", "backbone"),
+    "distill.tfd_target": ("teacher", "residual"),
     "distill.cqd_sampling": ("random", "fixed"),
     "distill.hard_frames_strata": ("teacher", "teacher-negatives", "none"),
     "distill.teacher_view": ("clip", "static"),

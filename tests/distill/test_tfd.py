@@ -41,3 +41,16 @@ def test_adapter_when_widths_differ() -> None:
     loss = tfd(_maps(0), teacher, TARGETS, RATIOS)
     loss.backward()
     assert tfd.adapters[0].weight.grad is not None
+
+
+def test_residual_target_asks_for_the_temporal_part_only() -> None:
+    """Target A(S_start) + (T_clip - T_static): zero where the student has moved from its start by what
+    the support frames add, whatever the teacher's per-frame transform is."""
+    tfd = TFDLoss(8, 8, 2)
+    start, clip, static = _maps(0), _maps(1), _maps(2)
+    moved = [s + (c - t) for s, c, t in zip(start, clip, static, strict=True)]
+    assert tfd(moved, clip, TARGETS, RATIOS, start, static).item() < 1e-10
+    assert tfd(moved, clip, TARGETS, RATIOS).item() > 0.1  # the teacher's own target is far from it
+    # without temporal context (clip == static) the target is the start itself
+    assert tfd(start, static, TARGETS, RATIOS, start, static).item() == 0.0
+    assert tfd(clip, static, TARGETS, RATIOS, start, static).item() > 0.1

@@ -193,3 +193,38 @@ def test_distill_mixes_unlabelled_frames_into_every_batch(teacher_ckpt, tiny_syn
         1 for im in json.loads(train.read_text())["images"] if im.get("labelled", True))
     with pytest.raises(ConfigError, match="distill.unlabelled"):
         api.distill(teacher_ckpt, student, [*overrides, "distill.unlabelled=0.99"], tmp_path / "x", progress=False)
+
+
+def test_residual_tfd_is_zero_when_the_support_frames_add_nothing() -> None:
+    """tfd_target=residual with a start equal to the student: the clip of one repeated frame gives the
+    static view, so TFD is 0 though the student and the teacher differ; real support frames do not."""
+    import copy
+
+    cfg = DistillConfig(tfd=1.0, cqd=0.0, tfd_target="residual")
+    with pytest.raises(ConfigError, match="residual"):
+        _objective(cfg)
+    plain = _objective(DistillConfig())
+    objective = DistillationObjective(plain.student, plain.teacher, plain.criterion, cfg,
+                                      start=copy.deepcopy(plain.student))
+    torch.manual_seed(4)
+    key = torch.randn(1, 1, 3, 64, 64)
+    target = [_target([[0.5, 0.5, 0.4, 0.4]])]
+    assert objective(_batch(key.expand(1, 2, 3, 64, 64).clone(), target))["loss_tfd"].item() < 1e-8
+    clip = torch.cat([key, torch.randn(1, 1, 3, 64, 64)], 1)
+    assert objective(_batch(clip, target))["loss_tfd"].item() > 0
+    objective.cfg.tfd_target = "teacher"
+    assert objective(_batch(key.expand(1, 2, 3, 64, 64).clone(), target))["loss_tfd"].item() > 1e-4
+
+
+def test_residual_tfd_runs_from_a_checkpoint_and_needs_one(teacher_ckpt, tiny_synth, tiny_model, tmp_path):
+    from v2idetr import api
+
+    student = str(ROOT / "configs" / "student-tiny.yaml")
+    overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.eval_every=0", "train.steps=2",
+                 "distill.tfd_target=residual"]
+    api.distill(teacher_ckpt, student, overrides, tmp_path / "r", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_tfd"] > 0 for r in logged if r["type"] == "train")
+    with pytest.raises(ConfigError, match="needs a start"):
+        api.distill(teacher_ckpt, student, [*overrides, "distill.init_from_teacher=false"], tmp_path / "x",
+                    progress=False)

@@ -48,10 +48,20 @@ class DistillationObjective:
         cfg: DistillConfig,
         box_weight: float = 5.0,
         giou_weight: float = 2.0,
+        start: Detector | None = None,
     ):
+        """``start``: a frozen copy of the student's starting weights (``distill.tfd_target=residual``)."""
         self.student, self.teacher, self.criterion, self.cfg = student, teacher, criterion, cfg
         teacher.eval()
         teacher.requires_grad_(False)
+        self.start = start
+        if cfg.tfd > 0 and cfg.tfd_target == "residual":
+            if start is None:
+                raise ConfigError("config key 'distill.tfd_target' = 'residual': the target is the starting "
+                                  "student's features plus the temporal residual, so the student needs a start "
+                                  "(distill.init_from_teacher=true or train.init_from)")
+            start.eval()
+            start.requires_grad_(False)
         d_s = student.level_embed.shape[1]
         d_t = teacher.detector.level_embed.shape[1]
         levels = student.level_embed.shape[0]
@@ -89,6 +99,18 @@ class DistillationObjective:
         features = self.teacher.extract_features(clips, batch.masks)
         return features, self.teacher.detector.forward_features(features, return_intermediates=True)
 
+    @torch.no_grad()
+    def _residual_parts(self, batch: Batch, key: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The starting student's maps on the student's view and the teacher's on its key frame
+        repeated (``T_static``), for TFD's residual target."""
+        assert self.start is not None
+        which = self.cfg.tfd_features
+        start_features = self.start.extract_features(key, batch.masks)
+        static = batch.images[:, :1].expand_as(batch.images)
+        t_features = self.teacher.extract_features(static, batch.masks)
+        return (_distilled_maps(start_features, self.start.encode(start_features), which),
+                _distilled_maps(t_features, self.teacher.detector.encode(t_features), which))
+
     def mask_targets(self, batch: Batch, t_outputs: dict[str, Any]) -> list[dict[str, Tensor]]:
         """Where TFD looks, per key frame: its ground-truth boxes, or on an unlabelled frame the
         teacher's detections scoring >= ``distill.pseudo_score`` (normalised cxcywh, as targets)."""
@@ -117,11 +139,13 @@ class DistillationObjective:
         losses = self._detection_loss(s_outputs, batch)
         total = losses["loss"]
         if self.tfd is not None:
+            residual = self._residual_parts(batch, key) if self.cfg.tfd_target == "residual" else (None, None)
             tfd = self.tfd(
                 _distilled_maps(s_features, s_memory, self.cfg.tfd_features),
                 _distilled_maps(t_features, t_outputs["memory"], self.cfg.tfd_features),
                 self.mask_targets(batch, t_outputs),
                 s_memory.valid_ratios,
+                *residual,
             )
             losses["loss_tfd"] = tfd
             total = total + self.cfg.tfd * tfd
