@@ -11,7 +11,7 @@ import pytest
 
 from v2idetr.cli import main
 from v2idetr.data.load import load_index
-from v2idetr.demo import _lead_in_lesions, bench_command, plan
+from v2idetr.demo import DEMO_ROWS, _lead_in_lesions, bench_command, plan
 from v2idetr.engine.evaluator import DEGRADED
 from v2idetr.errors import ConfigError
 
@@ -20,7 +20,8 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    for name in ("| baseline |", "| teacher |", "| student |", "yona", "AP50 by degradation",
+    for name in ("| baseline |", "| teacher |", "| student |", "| student-unlabelled |", "yona", "AP50 by degradation",
+                 "1 training frame in 2 per video labelled",
                  "numbers on the test split", "degraded frames one frame suffices for", "| lesions (test) |"):
         assert name in report
     for name in ("report.html", "training_curves.png", "pr_curves.png"):
@@ -31,12 +32,18 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
     test = load_index(out / "data-test" / "train.json")
     val_images = {f.path for f in load_index(out / "data" / "val.json").frames()}
     assert test.num_frames and not val_images & {f.path for f in test.frames()}
-    for name in ("baseline", "teacher", "student"):
+    for name in DEMO_ROWS:
         assert (out / name / "best.ckpt").is_file()
         assert json.loads((out / name / "test" / "metrics.json").read_text())["num_frames"] == test.num_frames
     printed = capsys.readouterr().out
-    for split in ("data/train.json", "data/val.json", "data-test/train.json"):
+    for split in ("data-budget/train-label-every-2.json", "data/val.json", "data-test/train.json"):
         assert f"validate {split}: 0 problem(s)" in printed
+    # the label budget: the image baseline and the teacher see the labelled frames, one student all of them
+    budget = load_index(out / "data-budget" / "train-label-every-2.json")
+    assert 0 < budget.num_unlabelled_frames < budget.num_frames
+    configs = {n: json.loads((out / n / "config.json").read_text()) for n in DEMO_ROWS}
+    assert {c["data"]["train"] for c in configs.values()} == {str(out / "data-budget" / "train-label-every-2.json")}
+    assert configs["student"]["distill"]["unlabelled"] == 0 and configs["student-unlabelled"]["distill"]["unlabelled"] > 0
     # one lineage: the teacher starts from the baseline's step-1 checkpoint (kept), the student from it
     s = plan(True, None).schedule
     start = out / "baseline" / f"ckpt-{s.teacher_start:08d}.ckpt"
@@ -50,9 +57,9 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
     bench = tmp_path / "bench"
     command[command.index("--out") + 1] = str(bench)
     assert main([*command, "--no-progress"]) == 0
-    for name in ("baseline", "teacher", "student"):
+    for name in DEMO_ROWS:
         config = (bench / "runs" / name / "seed-0" / "config.json").read_text()
-        for other in ("baseline", "teacher", "student"):
+        for other in DEMO_ROWS:
             config = config.replace(str(bench / "runs" / other / "seed-0"), str(out / other))
         assert json.loads(config.replace(str(bench), str(out))) == json.loads((out / name / "config.json").read_text())
     # ... and is measured on the same test videos
@@ -76,6 +83,7 @@ def test_default_plan_and_bad_steps() -> None:
     assert p.budget_min == 20.0 and f"data.batch_size={p.batch_size}" in p.extra
     # a test split big enough for the degraded-frame shares, which the bench command reproduces
     assert p.test_videos == 40 and "--test-videos 40 " in bench_command(p, 0)
+    assert p.label_every == 10 and "--label-every 10 " in bench_command(p, 0)
     with pytest.raises(ConfigError, match="--steps 2"):
         plan(False, 2)
 

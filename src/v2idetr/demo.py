@@ -1,12 +1,16 @@
 """`v2idetr demo`: the whole V2I-DETR story on a synthetic ultrasound dataset, on the CPU.
 
-Generates the data, validates it and prints its statistics, trains the image baseline, the video
-teacher and the distilled student (checkpoints chosen on the validation split), evaluates all three
-on a held-out test split generated from another seed (the same one `v2idetr bench accuracy` uses),
-measures their speed, and writes ``report.md``. One lineage of weights, so that the comparison is fair at a CPU
-budget: the teacher starts from the baseline's checkpoint at step S (its MSI fresh) and trains N
-steps, the student starts from the teacher and trains K, and the baseline goes on to
-S + N + K: every single-frame detector in the report has had the same number of optimiser steps.
+Generates the data with a label budget (1 training frame in ``DEMO_LABEL_EVERY`` per video labelled,
+the rest unlabelled, as clinical video is labelled), validates it and prints its statistics, trains
+the image baseline (on the labelled frames), the video teacher (labelled key frames, any support
+frames) and two distilled students: the paper's, on the labelled frames, and one that also learns
+from the unlabelled frames, where the teacher is its only supervision (checkpoints chosen on the
+validation split). It evaluates them on a held-out test split generated from another seed (the same
+one `v2idetr bench accuracy` uses), measures their speed, and writes ``report.md``. One lineage of
+weights, so that the comparison is fair at a CPU budget: the teacher starts from the baseline's
+checkpoint at step S (its MSI fresh) and trains N steps, the students start from the teacher and
+train K, and the baseline goes on to S + N + K: every single-frame detector in the report has had
+the same number of optimiser steps.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 
 from v2idetr import api
 from v2idetr.atomic import atomic_write_text
-from v2idetr.bench.accuracy import gap_closed, synthetic_splits
+from v2idetr.bench.accuracy import gap_closed, label_budget, synthetic_splits, train_row
 from v2idetr.bench.rows import ROWS
 from v2idetr.bench.schedule import Schedule
 from v2idetr.bench.speed import benchmark_speed, format_speed_table
@@ -76,6 +80,12 @@ TEACHER_SHARE = 0.3
 # share of it to mean anything; 40 videos cost about a minute more of evaluation.
 DEMO_TEST_VIDEOS = 40
 STUDENT_SHARE = 1 / 6
+# The label budget: 1 training frame in 10 per video keeps its boxes (`data sparsify --every 10`), the
+# rest are unlabelled frames; validation and test stay fully labelled.
+DEMO_LABEL_EVERY = 10
+# The models, as `bench accuracy` rows; the last is the headline student (figures, video, gap shares).
+DEMO_ROWS = ("baseline", "teacher", "student", "student-unlabelled")
+STUDENT = DEMO_ROWS[-1]
 
 
 @dataclass
@@ -88,6 +98,7 @@ class DemoPlan:
     batch_size: int
     extra: list[str]
     budget_min: float
+    label_every: int
 
 
 def plan(quick: bool, steps: int | None) -> DemoPlan:
@@ -98,10 +109,11 @@ def plan(quick: bool, steps: int | None) -> DemoPlan:
     student = max(1, round(total * STUDENT_SHARE))
     teacher = max(1, min(total - student - 1, round(total * TEACHER_SHARE)))
     sizes: dict[str, Any] = (
-        dict(videos=6, frames=8, size=64, test_videos=4, batch_size=QUICK_BATCH, extra=QUICK_MODEL, budget_min=2.0)
+        dict(videos=6, frames=8, size=64, test_videos=4, batch_size=QUICK_BATCH, extra=QUICK_MODEL, budget_min=2.0,
+             label_every=2)
         if quick
         else dict(videos=40, frames=48, size=128, test_videos=DEMO_TEST_VIDEOS, batch_size=DEMO_BATCH,
-                  extra=DEMO_SCHEDULE, budget_min=20.0)
+                  extra=DEMO_SCHEDULE, budget_min=20.0, label_every=DEMO_LABEL_EVERY)
     )
     return DemoPlan(schedule=Schedule(total, teacher_steps=teacher, student_steps=student), **sizes)
 
@@ -110,8 +122,9 @@ def bench_command(p: DemoPlan, seed: int) -> str:
     """The `bench accuracy` command that reruns this demo's models (its rows and seed) over seeds."""
     s = p.schedule
     return (f"v2idetr bench accuracy --preset ultrasound --videos {p.videos} --frames {p.frames} --frame-size {p.size} "
-            f"--test-videos {p.test_videos} --steps {s.steps} --teacher-steps {s.teacher_steps} --student-steps {s.student_steps} --seeds {seed} "
-            f"--rows baseline teacher student --out runs/bench/demo " + " ".join(p.extra))
+            f"--test-videos {p.test_videos} --label-every {p.label_every} --steps {s.steps} "
+            f"--teacher-steps {s.teacher_steps} --student-steps {s.student_steps} --seeds {seed} "
+            f"--rows {' '.join(DEMO_ROWS)} --out runs/bench/demo " + " ".join(p.extra))
 
 
 def _row(name: str, metrics: dict[str, Any], minutes: float, speed: dict[str, Any]) -> str:
@@ -135,9 +148,10 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
     print(f"v2idetr demo: {'quick smoke run' if quick else 'full run'}; {p.schedule.describe()}; time budget: "
           f"{p.budget_min:.0f} minutes on a 2-core CPU. Output: {out}")
 
-    print("\n[1/5] synthetic ultrasound videos")
+    print(f"\n[1/5] synthetic ultrasound videos, 1 training frame in {p.label_every} per video labelled")
     data = synthetic_splits(out, "ultrasound", p.videos, p.frames, p.size, test_videos=p.test_videos, fresh=True,
                             progress=not quick)
+    data = label_budget(data, p.label_every, out / "data-budget", fresh=True)
     for split in (data.train, data.val, data.test):
         problems = validate(split)
         print(f"validate {split.relative_to(out)}: {len(problems)} problem(s)")
@@ -149,31 +163,23 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
     test = load_index(data.test)
     print(f"test split: {len(test.videos)} videos from another generator seed, {test.num_frames} frames")
 
-    common = [f"data.train={data.train}", f"data.val={data.val}", f"train.seed={seed}", *p.extra]
-
-    def overrides(row: str) -> list[str]:
-        return [*common, *p.schedule.overrides(ROWS[row], out / "baseline")]
-
     runs: dict[str, dict[str, Any]] = {}
-
-    def timed(name: str, fn: Any, *args: Any) -> None:
+    stages = {
+        "baseline": "[2/5] image baseline (student-tiny, detection loss on the labelled frames)",
+        "teacher": f"[3/5] video teacher (teacher-tiny: MSI over 3-frame clips, from the baseline's step "
+                   f"{p.schedule.teacher_start}; labelled key frames, support frames any)",
+        "student": "[4/5] the paper's student (TFD + CQD on the labelled frames, from the teacher's weights)",
+        STUDENT: "[4/5] the student on every frame (TFD + CQD; half of each batch unlabelled frames, where the "
+                 "teacher's detections mask TFD and there is no detection loss)",
+    }
+    for name in DEMO_ROWS:
+        print(f"\n{stages[name]}")
         t0 = time.monotonic()
-        fn(*args)
+        train_row(ROWS[name], seed, data, "tiny", p.schedule, p.extra, lambda row: out / row, progress=not quick)
         runs[name] = {"minutes": (time.monotonic() - t0) / 60.0}
 
-    print("\n[2/5] image baseline (student-tiny, detection loss only)")
-    timed("baseline", api.train, str(configs / "student-tiny.yaml"), overrides("baseline"), out / "baseline", False,
-          not quick)
-    print(f"\n[3/5] video teacher (teacher-tiny: MSI over 3-frame clips, from the baseline's step "
-          f"{p.schedule.teacher_start})")
-    timed("teacher", api.train, str(configs / "teacher-tiny.yaml"), overrides("teacher"), out / "teacher", False,
-          not quick)
-    print("\n[4/5] distilled student (TFD + CQD from the teacher, starting at its weights)")
-    timed("student", api.distill, out / "teacher" / "best.ckpt", str(configs / "student-tiny.yaml"),
-          overrides("student"), out / "student", False, not quick)
-
     print("\n[5/5] evaluation on the test split (checkpoints chosen on validation) and speed")
-    for name in ("baseline", "teacher", "student"):
+    for name in DEMO_ROWS:
         ckpt = out / name / "best.ckpt"
         metrics = api.evaluate(ckpt, data.test, out_dir=out / name / "test", device="cpu", progress=False)
         runs[name]["metrics"] = metrics
@@ -181,12 +187,13 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
     speed = benchmark_speed(
         configs / "student-tiny.yaml", p.extra, size=64 if quick else 128, device="cpu", batches=(1,),
         teacher_config_path=str(configs / "teacher-tiny.yaml"), backends=("eager",),
-        checkpoints={name: str(out / name / "best.ckpt") for name in runs}, iters=5 if quick else 30,
-        warmup=2, rounds=1 if quick else 3,
+        checkpoints={name: str(out / name / "best.ckpt") for name in ("baseline", "teacher", "student")},
+        iters=5 if quick else 30, warmup=2, rounds=1 if quick else 3,
     )
     print(format_speed_table(speed))
     for row in speed["rows"]:
         runs[row["model"]]["speed"] = row
+    runs[STUDENT]["speed"] = runs["student"]["speed"]  # the same network
 
     print("\nreport: curves, disagreements between baseline and student, annotated video")
     figures = _figures(out, runs, test)
@@ -207,13 +214,12 @@ def run_demo(out: Path, quick: bool = False, steps: int | None = None, seed: int
 
 def _figures(out: Path, runs: dict[str, dict[str, Any]], test: DatasetIndex) -> dict[str, Any]:
     """The report's pictures and video, as paths relative to ``out``."""
-    names = ("baseline", "teacher", "student")
-    plot_training_curves({n: out / n for n in names}, out / "training_curves.png")
-    curves = {n: (c["recall"], c["precision"]) for n in names if (c := runs[n]["metrics"].get("pr_curve"))}
-    plot_pr_curves(curves, out / "pr_curves.png", ap50={n: runs[n]["metrics"]["AP50"] for n in names})
-    detectors = {n: Detector.from_checkpoint(out / n / "best.ckpt", device="cpu") for n in ("baseline", "student")}
+    plot_training_curves({n: out / n for n in DEMO_ROWS}, out / "training_curves.png")
+    curves = {n: (c["recall"], c["precision"]) for n in DEMO_ROWS if (c := runs[n]["metrics"].get("pr_curve"))}
+    plot_pr_curves(curves, out / "pr_curves.png", ap50={n: runs[n]["metrics"]["AP50"] for n in DEMO_ROWS})
+    detectors = {n: Detector.from_checkpoint(out / n / "best.ckpt", device="cpu") for n in ("baseline", STUDENT)}
     sheet, disagreements = disagreement_sheet(test, detectors, out / "disagreements.png")
-    video = annotated_video(detectors["student"], test, out / "video")
+    video = annotated_video(detectors[STUDENT], test, out / "video")
     return {
         "curves": "training_curves.png",
         "pr": "pr_curves.png",
@@ -229,10 +235,16 @@ def _split_metrics(runs: dict[str, dict[str, Any]], name: str, split: str | None
     return m["by_degradation"].get(split, {}) if split else m
 
 
-def _gap_closed(runs: dict[str, dict[str, Any]], split: str | None) -> float | None:
-    """Share of the baseline-to-teacher AP50 gap the student closes (on a degradation split or overall)."""
-    base, teacher, student = (_split_metrics(runs, n, split).get("AP50") for n in ("baseline", "teacher", "student"))
-    return gap_closed(base, teacher, student)
+def _gap_closed(runs: dict[str, dict[str, Any]], split: str | None, student: str = STUDENT) -> float | None:
+    """Share of the baseline-to-teacher AP50 gap a student closes (on a degradation split or overall)."""
+    base, teacher, mine = (_split_metrics(runs, n, split).get("AP50") for n in ("baseline", "teacher", student))
+    return gap_closed(base, teacher, mine)
+
+
+def _share(gap: float | None) -> str:
+    if gap is None:
+        return "n/a (the teacher is not above the baseline)"
+    return f"{100 * gap:.0f}%" + (" (above 100%: the student beats the teacher)" if gap > 1 else "")
 
 
 def _lead_in_lesions(runs: dict[str, dict[str, Any]], split: str | None) -> str:
@@ -254,7 +266,8 @@ def _report(
     lines = [
         "# v2idetr demo report",
         "",
-        f"Synthetic ultrasound preset, {p.videos} videos x {p.frames} frames at {p.size} px; "
+        f"Synthetic ultrasound preset, {p.videos} videos x {p.frames} frames at {p.size} px, 1 training frame in "
+        f"{p.label_every} per video labelled (the rest unlabelled; validation and test fully labelled); "
         f"batch {p.batch_size}, {p.schedule.describe()}; checkpoints chosen on the validation split, numbers on "
         f"the test split ({len(test.videos)} videos, {test.num_frames} frames from another generator seed); "
         f"image-level protocol `{protocol}`; "
@@ -263,17 +276,21 @@ def _report(
         + ("within" if seconds <= 60 * p.budget_min else "over") + f" the {p.budget_min:.0f}-minute budget"
         + (" (quick smoke run: the numbers mean nothing)." if quick else "."),
         "",
+        f"`student` is the paper's (distilled on the labelled frames), `{STUDENT}` also learns from the unlabelled "
+        "frames, where the teacher is its only supervision (half of each batch; TFD masked by the teacher's own "
+        "detections there, no detection loss).",
+        "",
         "| model | AP | AP50 | AP75 | P | R | F1 | flicker | FA/1000 neg. frames | FPS | params | GFLOPs | train min |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("baseline", "teacher", "student"):
+    for name in DEMO_ROWS:
         r = runs[name]
         lines.append(_row(name, r["metrics"], r["minutes"], r["speed"]))
     degradations = list(runs["baseline"]["metrics"].get("by_degradation", {}))  # the evaluator's order: pooled last
     if degradations:
         lines += ["", "AP50 by degradation of the key frame:", "",
                   "| model | " + " | ".join(degradations) + " |", "|---|" + "---|" * len(degradations)]
-        for name in ("baseline", "teacher", "student"):
+        for name in DEMO_ROWS:
             split = runs[name]["metrics"]["by_degradation"]
             cells = [
                 "n/a" if split[d].get("AP50") is None else f"{split[d]['AP50']:.3f}" for d in degradations
@@ -285,29 +302,27 @@ def _report(
                          ("degraded frames one frame suffices for (all but `hopeless`, whose lesion left no trace: "
                           "what a single-frame student can take)", DEGRADED_ONE_FRAME),
                          ("all frames one frame suffices for (clean ones too)", ONE_FRAME_SUFFICES)):
-        gap = _gap_closed(runs, split)
-        lines += ["", f"Share of the baseline-to-teacher AP50 gap the student closes on {label}: "
-                  + ("n/a (the teacher is not above the baseline)" if gap is None else f"{100 * gap:.0f}%")
-                  + (" (above 100%: the student beats the teacher)" if gap is not None and gap > 1 else "")
+        lines += ["", f"Share of the baseline-to-teacher AP50 gap {STUDENT} closes on {label}: "
+                  + _share(_gap_closed(runs, split)) + f"; the paper's student: {_share(_gap_closed(runs, split, 'student'))}"
                   + _lead_in_lesions(runs, split)]
     lines += ["", "These shares come from one training seed and rest on the lesions counted above, so they swing "
               "between seeds; the `bench accuracy` command below, with more seeds, gives their mean and spread "
               "(the README's Results give both presets over several seeds)."]
     lines += ["", "Same number of steps for every single-frame detector: the teacher starts from the baseline's "
               f"checkpoint at step {p.schedule.teacher_start} (`train.init_from`; its MSI fresh), the "
-              "student from the teacher's shared weights (`distill.init_from_teacher=true`), and the baseline goes "
+              "students from the teacher's shared weights (`distill.init_from_teacher=true`), and the baseline goes "
               f"on to step {p.schedule.steps}. One seed: `{bench_command(p, seed)}` trains the same lineage on the "
               "same data and test split (add seeds for mean ± standard deviation)."]
     lines += ["", "## Training curves", "", f"![training curves]({figures['curves']})",
               "", "## Precision-recall (test)", "", f"![PR curves]({figures['pr']})",
-              "", "## Degraded frames where baseline and student differ", ""]
+              "", f"## Degraded frames where baseline and {STUDENT} differ", ""]
     if figures["sheet"]:
         lines += [f"{figures['disagreements']} degraded frames where they find a different number of lesions "
                   "(ground truth white; a model's boxes green when it found every lesion, red otherwise):", "",
                   f"![disagreements]({figures['sheet']})"]
     else:
-        lines.append("Baseline and student find the same lesions on every degraded frame.")
-    lines += ["", f"Student predictions on the test video with the most degraded frames: {figures['video']}"]
+        lines.append(f"Baseline and {STUDENT} find the same lesions on every degraded frame.")
+    lines += ["", f"{STUDENT} predictions on the test video with the most degraded frames: {figures['video']}"]
     return "\n".join(lines) + "\n"
 
 

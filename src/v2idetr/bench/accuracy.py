@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,13 +56,13 @@ class Splits:
         return self.train_all_labels if row.labels == "all" and self.train_all_labels else self.train
 
 
-def label_budget(splits: Splits, every: int, folder: Path) -> Splits:
+def label_budget(splits: Splits, every: int, folder: Path, fresh: bool = False) -> Splits:
     """``splits`` whose training labels keep 1 frame in ``every`` per video (``data sparsify``), written
-    once into ``folder``; the original labels stay the ceiling's."""
+    into ``folder`` once (again if ``fresh``); the original labels stay the ceiling's."""
     if every == 1:
         return splits
     sparse = folder / f"{splits.train.stem}-label-every-{every}.json"
-    if not sparse.is_file():
+    if fresh or not sparse.is_file():
         index = sparsify(load_index(splits.train), every)
         atomic_write_json(sparse, index.to_coco_vid(image_root=sparse.resolve().parent))
     return replace(splits, train=sparse, train_all_labels=splits.train)
@@ -150,21 +150,28 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule
         if not start.is_file():
             raise ConfigError(f"{row.name} seed {seed}: {start} is missing (the baseline was trained by an older "
                               f"v2idetr that did not keep it); delete {start.parent} to train the baseline again")
-    student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
-    overrides = [f"data.train={splits.training(row)}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
-                 *row.overrides, *schedule.overrides(row, _run_dir(out, "baseline", seed))]
-    if row.start == "teacher":
-        overrides.append(f"train.init_from={_run_dir(out, 'teacher', seed) / 'best.ckpt'}")
     resume = (run / "last.ckpt").is_file()
     started = time.monotonic()
-    if row.kind == "train":
-        api.train(teacher_cfg if row.config == "teacher" else student_cfg, overrides, run, resume=resume,
-                  progress=progress)
-    else:
-        api.distill(_run_dir(out, row.teacher, seed) / "best.ckpt", student_cfg, overrides, run, resume=resume,
-                    progress=progress)
+    train_row(row, seed, splits, size, schedule, extra, lambda name: _run_dir(out, name, seed), resume, progress)
     minutes = (time.monotonic() - started) / 60.0
     return _test_record({"row": row.name, "seed": seed, "minutes": minutes, "resumed": resume}, run, splits)
+
+
+def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule, extra: Sequence[str],
+              run_of: Callable[[str], Path], resume: bool = False, progress: bool = True) -> None:
+    """Train one row for one seed into ``run_of(row.name)``; ``run_of`` names the folders of the runs
+    it starts or learns from (the bench's ``runs/<row>/seed-N``, the demo's ``<out>/<row>``)."""
+    student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
+    overrides = [f"data.train={splits.training(row)}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
+                 *row.overrides, *schedule.overrides(row, run_of("baseline"))]
+    if row.start == "teacher":
+        overrides.append(f"train.init_from={run_of('teacher') / 'best.ckpt'}")
+    if row.kind == "train":
+        api.train(teacher_cfg if row.config == "teacher" else student_cfg, overrides, run_of(row.name), resume=resume,
+                  progress=progress)
+    else:
+        api.distill(run_of(row.teacher) / "best.ckpt", student_cfg, overrides, run_of(row.name), resume=resume,
+                    progress=progress)
 
 
 def _needs(row: Row, schedule: Schedule) -> list[str]:
