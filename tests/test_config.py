@@ -85,3 +85,11 @@ def test_round_trip_through_dict() -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name: str) -> None:
     load_config(CONFIGS / name)
+
+
+def test_unlabelled_frames_join_the_labelled_batch() -> None:
+    """distill.unlabelled is the share of the batch; the labelled frames per batch stay data.batch_size."""
+    from v2idetr.config import unlabelled_per_batch
+
+    for share, batch, extra in ((0.0, 8, 0), (0.5, 8, 8), (0.2, 8, 2), (0.75, 4, 12)):
+        assert unlabelled_per_batch(load_config(None, [f"distill.unlabelled={share}", f"data.batch_size={batch}"])) == extra

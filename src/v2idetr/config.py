@@ -123,8 +123,9 @@ class DistillConfig:
     # teacher sees the clean clip (0: off; distill/student_view.py)
     student_degrade: float = 0.0
     init_from_teacher: bool = True
-    # share of each batch's key frames that are unlabelled frames (0: labelled frames only, the paper's);
-    # there the student gets no detection loss, TFD masks from the teacher's detections, and CQD
+    # share of each batch's key frames that are unlabelled frames (0: labelled frames only, the paper's), on
+    # top of data.batch_size labelled ones; there the student gets no detection loss, TFD masks from the
+    # teacher's detections, and CQD
     unlabelled: float = 0.0
     # the teacher's detections at or above this score make TFD's masks on unlabelled frames
     pseudo_score: float = 0.5
@@ -257,17 +258,20 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(
                 f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a value in 0..1"
             )
-    share, batch = cfg.distill.unlabelled, cfg.data.batch_size
-    if share and not 1 <= unlabelled_per_batch(cfg) < batch:
+    share = cfg.distill.unlabelled
+    if share and not (0.0 < share < 1.0 and unlabelled_per_batch(cfg) >= 1):
         raise ConfigError(
-            f"config key 'distill.unlabelled' = {share}: with data.batch_size={batch} that is "
-            f"{unlabelled_per_batch(cfg)} unlabelled frames per batch; expected 1..{batch - 1} (0 switches it off)"
+            f"config key 'distill.unlabelled' = {share}: expected a share of the batch in 0..1, 1 excluded, that "
+            f"adds at least one unlabelled frame to data.batch_size={cfg.data.batch_size} labelled ones (0: off)"
         )
 
 
 def unlabelled_per_batch(cfg: Config) -> int:
-    """How many of each training batch's key frames are unlabelled (``distill.unlabelled`` of the batch)."""
-    return round(cfg.distill.unlabelled * cfg.data.batch_size)
+    """How many unlabelled key frames each training batch holds besides its ``data.batch_size`` labelled
+    ones, so that they are ``distill.unlabelled`` of the batch (the labelled frames per batch, and so the
+    detection loss, stay what they are without them)."""
+    share = cfg.distill.unlabelled
+    return round(share / (1.0 - share) * cfg.data.batch_size) if 0.0 < share < 1.0 else 0
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

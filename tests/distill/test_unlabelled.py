@@ -181,7 +181,8 @@ def test_distill_mixes_unlabelled_frames_into_every_batch(teacher_ckpt, tiny_syn
     student = str(ROOT / "configs" / "student-tiny.yaml")
     api.distill(teacher_ckpt, student, [*overrides, "train.steps=3", "distill.unlabelled=0.5", "data.window=7"],
                 tmp_path / "s", progress=False)
-    assert len(seen) == 3 and all(flags.count(False) == 2 for flags in seen)
+    # the unlabelled frames come on top of data.batch_size labelled ones: half of a batch of 8
+    assert len(seen) == 3 and all(flags.count(False) == 4 and flags.count(True) == 4 for flags in seen)
     teacher_window = load_checkpoint(teacher_ckpt).config["data"]["window"]
     assert clips[0][0].window == teacher_window != 7 and clips[0][0].num_frames == 3
     assert False in clips[0][1]  # the unlabelled frames are among the key frames
@@ -191,8 +192,10 @@ def test_distill_mixes_unlabelled_frames_into_every_batch(teacher_ckpt, tiny_syn
     api.train(student, [*overrides, "train.steps=1"], tmp_path / "image", progress=False)
     assert all(clips[-1][1]) and len(clips[-1][1]) == sum(
         1 for im in json.loads(train.read_text())["images"] if im.get("labelled", True))
-    with pytest.raises(ConfigError, match="distill.unlabelled"):
-        api.distill(teacher_ckpt, student, [*overrides, "distill.unlabelled=0.99"], tmp_path / "x", progress=False)
+    for share in ("1.0", "0.05"):  # all of the batch; less than one frame of it
+        with pytest.raises(ConfigError, match="distill.unlabelled"):
+            api.distill(teacher_ckpt, student, [*overrides, f"distill.unlabelled={share}"], tmp_path / "x",
+                        progress=False)
 
 
 def test_residual_tfd_is_zero_when_the_support_frames_add_nothing() -> None:

@@ -249,8 +249,9 @@ class Trainer:
         (distillation: the teacher's clips for training, the student's key frames for validation);
         ``extra_modules``: training-only modules optimised with the model, saved apart from it;
         ``frame_weights``: sampling weight per training key frame's ``image_id`` (default: uniform);
-        ``unlabelled_per_batch``: that many of each batch's key frames are unlabelled ones
-        (distillation; 0: the key frames are the labelled frames only, as for every detection loss)."""
+        ``unlabelled_per_batch``: that many unlabelled key frames join the ``data.batch_size`` labelled
+        ones of each batch (distillation; 0: the key frames are the labelled frames only, as for every
+        detection loss)."""
         self.cfg, self.model, self.objective, self.postprocess = cfg, model, objective, postprocess
         self.train_index, self.val_index = train_index, val_index
         self.out_dir = Path(out_dir)
@@ -286,11 +287,10 @@ class Trainer:
         world, mixed = self.ctx.world_size, self.unlabelled_per_batch
         unlabelled = [not f.labelled for f in dataset.key_frames]
         labelled = len(unlabelled) - sum(unlabelled)
-        if labelled < (cfg.data.batch_size - mixed) * world:
+        if labelled < cfg.data.batch_size * world:
             raise V2IDetrError(
                 f"training set {self.train_index.source} has {labelled} labelled key frames, fewer than "
                 f"data.batch_size={cfg.data.batch_size}" + (f" x {world} processes" if world > 1 else "")
-                + (f" less the {mixed} unlabelled ones per batch" if mixed else "")
             )
         weights = None
         if self.frame_weights is not None:
@@ -304,7 +304,7 @@ class Trainer:
                 "mark some ('labelled': false; `v2idetr data add-frames`, `v2idetr data sparsify`) or set the "
                 "unlabelled share to 0")
         sampler = (
-            MixedSampler(unlabelled, cfg.data.batch_size, mixed, seed=cfg.train.seed, rank=self.ctx.rank,
+            MixedSampler(unlabelled, cfg.data.batch_size + mixed, mixed, seed=cfg.train.seed, rank=self.ctx.rank,
                          world_size=world, weights=weights)
             if mixed
             else ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed, rank=self.ctx.rank,
@@ -312,7 +312,7 @@ class Trainer:
         )
         loader = DataLoader(
             dataset,
-            batch_size=cfg.data.batch_size,
+            batch_size=cfg.data.batch_size + mixed,
             sampler=sampler,
             drop_last=True,
             num_workers=cfg.data.workers,
