@@ -116,3 +116,24 @@ def test_distill_scores_every_frame_once_and_resumes_with_the_same_weights(tiny_
     (out / WEIGHTS_FILE).unlink()
     with pytest.raises(CheckpointError, match=f"{WEIGHTS_FILE} is missing"):
         api.distill(teacher_ckpt, student_cfg, [*overrides, "train.steps=3"], out, resume=True, progress=False)
+
+
+def test_with_unlabelled_frames_the_choice_acts_on_them_only(tiny_synth, tiny_model, tmp_path) -> None:
+    """distill.unlabelled > 0: the labelled frames keep a uniform draw, the unlabelled ones are chosen."""
+    from v2idetr.distill.hard_frames import teacher_chosen_weights, write_weights
+
+    cfg = load_config(ROOT / "configs" / "student-tiny.yaml",
+                      [*tiny_model, f"data.train={tiny_synth.train_json}", "distill.hard_frames=0.8",
+                       "distill.hard_frames_strata=none", "distill.unlabelled=0.5"])
+    index = api.load_dataset(cfg, cfg.data.train, "train")
+    frames = list(index.frames())
+    for f in frames[1::2]:
+        f.labelled, f.boxes, f.labels = False, f.boxes[:0], f.labels[:0]
+    hard = {frames[0].image_id, frames[1].image_id}  # one labelled, one unlabelled frame disagree most
+    scores = {f.image_id: FrameScore(0.9 if f.image_id in hard else 0.1, 0.5) for f in frames}
+    write_weights(tmp_path / WEIGHTS_FILE, 0.8, "none", index, scores)
+    weights = teacher_chosen_weights(tmp_path, True, cfg, None, None, None, index, None)  # type: ignore[arg-type]
+    labelled = [weights[f.image_id] for f in frames if f.labelled]
+    unlabelled = {f.image_id: weights[f.image_id] for f in frames if not f.labelled}
+    assert len(set(labelled)) == 1  # uniform, the hard labelled frame included
+    assert unlabelled[frames[1].image_id] > 10 * min(unlabelled.values())

@@ -23,6 +23,11 @@ choice moves samples among the lesion frames (towards degraded ones) and among t
 ``"teacher-negatives"`` it acts among the lesion-free ones only: the lesion frames the teacher finds
 and the student cannot (a lesion no single frame shows) are not drawn more often, since a student
 taught to find a lesion where its frame shows none learns to raise false alarms.
+
+With unlabelled frames in the batches (``distill.unlabelled``) the choice acts on the unlabelled
+frames only: the labelled part of each batch stays a uniform draw for the detection loss, and the
+unlabelled part goes where the teacher and the student disagree, the frames where the teacher has
+something to teach (a look-alike it rejects, a degraded lesion it finds).
 """
 
 from __future__ import annotations
@@ -185,9 +190,18 @@ def teacher_chosen_weights(out_dir: Path, resuming: bool, student_cfg: Config, t
         out_dir.mkdir(parents=True, exist_ok=True)
         write_weights(path, share, strata, index, scores)
     ids = list(scores)
-    values = np.array([scores[i].disagreement for i in ids])
+    if student_cfg.distill.unlabelled > 0:
+        # the labelled frames keep the detection loss's uniform draw; the choice spends the unlabelled part
+        # of each batch where the teacher knows better
+        unlabelled = {f.image_id for f in index.frames() if not f.labelled}
+        chosen_ids = [i for i in ids if i in unlabelled]
+    else:
+        chosen_ids = ids
+    values = np.array([scores[i].disagreement for i in chosen_ids])
     thresh = resolve_protocol(student_cfg.eval.protocol, student_cfg.eval.score_thresh).score_thresh
-    groups = teacher_groups([scores[i] for i in ids], strata, thresh)
+    groups = teacher_groups([scores[i] for i in chosen_ids], strata, thresh)
     probs = sampling_weights(values, share, groups, CHOSEN_GROUPS[strata])
     log.info("teacher-chosen frames: %s", json.dumps(summary(values, probs, groups)))
-    return dict(zip(ids, probs.tolist(), strict=True))
+    weights = dict.fromkeys(ids, 1.0 / len(ids))
+    weights.update(zip(chosen_ids, probs.tolist(), strict=True))
+    return weights
