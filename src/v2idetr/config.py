@@ -127,8 +127,11 @@ class DistillConfig:
     # top of data.batch_size labelled ones; there the student gets no detection loss, TFD masks from the
     # teacher's detections, and CQD
     unlabelled: float = 0.0
-    # the teacher's detections at or above this score make TFD's masks on unlabelled frames
+    # the teacher's detections at or above this score make TFD's masks on unlabelled frames (and pseudo_boxes' targets)
     pseudo_score: float = 0.5
+    # weight of the set loss of the student's own predictions on unlabelled frames towards the teacher's detections
+    # (score >= pseudo_score), their scores as soft class targets (0: off; distill/objective.py)
+    pseudo_boxes: float = 0.0
     # what the teacher sees: its clip, or its key frame T times (static: the control without temporal context)
     teacher_view: str = "clip"
 
@@ -248,7 +251,7 @@ def _check_choices(cfg: Config) -> None:
             f"config key 'train.save_steps' = {list(cfg.train.save_steps)}: {bad_saves} outside 1..train.steps "
             f"= {cfg.train.steps}"
         )
-    for key in ("tfd", "cqd", "cqd_proposals", "cqd_student_queries"):
+    for key in ("tfd", "cqd", "cqd_proposals", "cqd_student_queries", "pseudo_boxes"):
         if getattr(cfg.distill, key) < 0:
             raise ConfigError(
                 f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a weight >= 0 (0: off)"

@@ -231,3 +231,33 @@ def test_residual_tfd_runs_from_a_checkpoint_and_needs_one(teacher_ckpt, tiny_sy
     with pytest.raises(ConfigError, match="needs a start"):
         api.distill(teacher_ckpt, student, [*overrides, "distill.init_from_teacher=false"], tmp_path / "x",
                     progress=False)
+
+
+def test_pseudo_boxes_train_the_students_own_predictions_towards_the_teachers_detections() -> None:
+    """distill.pseudo_boxes: a set loss on unlabelled frames only, with the teacher's scores as soft targets."""
+    objective = _objective(DistillConfig(tfd=0.0, cqd=0.0, pseudo_boxes=1.0, pseudo_score=0.5))
+    logits = torch.full((2, 4, 1), -5.0)
+    logits[1, 0, 0], logits[1, 1, 0], logits[1, 3, 0] = 2.0, 1.9, 0.5  # two overlapping, one elsewhere
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.2, 0.2]])
+    targets = objective.pseudo_targets({"pred_logits": logits, "pred_boxes": boxes.expand(2, 4, 4)}, [1])
+    assert len(targets) == 1 and torch.equal(targets[0]["boxes"], boxes[[0, 3]])  # the duplicate is dropped
+    assert targets[0]["scores"] == pytest.approx(torch.sigmoid(torch.tensor([2.0, 0.5])))
+    torch.manual_seed(5)
+    images = torch.randn(2, 2, 3, 64, 64)
+    a = _target([[0.5, 0.5, 0.3, 0.3]])
+    mixed = objective(_batch(images, [a, _target([], labelled=False, image_id=2)]))
+    assert mixed["loss_pseudo"] > 0
+    assert objective(_batch(images, [a, _target([], image_id=2)]))["loss_pseudo"].item() == 0.0  # all labelled
+    assert mixed["loss"].item() == pytest.approx((mixed["loss_det"] + mixed["loss_pseudo"]).item(), rel=1e-5)
+
+
+def test_soft_targets_in_the_criterion() -> None:
+    """A target's score replaces the 1 of a labelled box in the class loss; 1.0 scores change nothing."""
+    criterion = build_criterion(LossConfig(), 1)
+    outputs = {"pred_logits": torch.tensor([[[1.0], [-2.0]]]), "pred_boxes": torch.tensor([[[0.5, 0.5, 0.2, 0.2],
+                                                                                           [0.2, 0.2, 0.1, 0.1]]])}
+    hard = {"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]]), "labels": torch.tensor([0])}
+    ones = criterion(outputs, [{**hard, "scores": torch.tensor([1.0])}])["loss_class"]
+    assert ones.item() == pytest.approx(criterion(outputs, [hard])["loss_class"].item())
+    soft = criterion(outputs, [{**hard, "scores": torch.tensor([0.6])}])["loss_class"]
+    assert soft.item() != pytest.approx(ones.item(), rel=1e-3)

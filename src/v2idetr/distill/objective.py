@@ -10,7 +10,10 @@ Unlabelled key frames (``target["labelled"]`` False; ``distill.unlabelled`` of e
 detection loss: nobody said where their lesions are. TFD's mask there is built from the teacher's
 own detections on its clip (score >= ``distill.pseudo_score``) instead of the ground truth, and CQD
 needs no labels. Soft targets only: a hard pseudo-label would make every lesion the teacher misses
-background.
+background. ``distill.pseudo_boxes`` (off by default) adds the nearest thing to a detection loss
+there: the student's own predictions are matched to the teacher's detections (score >=
+``distill.pseudo_score``, after NMS) and trained towards them with the teacher's scores as soft class
+targets (unmatched queries towards no-object, as the teacher says).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import batched_nms, box_convert
 
 from v2idetr.config import DistillConfig
 from v2idetr.data.collate import Batch
@@ -30,6 +34,8 @@ from v2idetr.models.backbone import FeatureMaps
 from v2idetr.models.criterion import select_images
 from v2idetr.models.detector import Detector, Memory
 from v2idetr.models.teacher import VideoTeacher
+
+PSEUDO_NMS_IOU = 0.7
 
 
 def _distilled_maps(features: FeatureMaps, memory: Memory, which: str) -> list[Tensor]:
@@ -156,9 +162,31 @@ class DistillationObjective:
                            student_own=s_outputs, teacher_on_student=verdict)
             losses["loss_cqd"] = cqd
             total = total + self.cfg.cqd * cqd
+        if self.cfg.pseudo_boxes > 0:
+            unlabelled = [i for i, labelled in enumerate(labelled_flags(batch)) if not labelled]
+            if unlabelled:
+                pseudo = self.criterion(select_images(s_outputs, unlabelled, denoising=False),
+                                        self.pseudo_targets(t_outputs, unlabelled))["loss"]
+            else:
+                pseudo = total.new_zeros(())
+            losses["loss_pseudo"] = pseudo
+            total = total + self.cfg.pseudo_boxes * pseudo
         losses["loss_det"] = losses["loss"]
         losses["loss"] = total
         return losses
+
+    def pseudo_targets(self, t_outputs: dict[str, Any], images: list[int]) -> list[dict[str, Tensor]]:
+        """The teacher's detections on ``images`` of the batch as soft targets: ``boxes`` (normalised
+        cxcywh), ``labels`` and ``scores``, the queries scoring >= ``distill.pseudo_score``, duplicates
+        (IoU >= ``PSEUDO_NMS_IOU``, same label) dropped."""
+        out = []
+        for i in images:
+            scores, labels = t_outputs["pred_logits"][i].sigmoid().max(-1)
+            keep = scores >= self.cfg.pseudo_score
+            boxes, scores, labels = t_outputs["pred_boxes"][i][keep], scores[keep], labels[keep]
+            kept = batched_nms(box_convert(boxes, "cxcywh", "xyxy"), scores, labels, PSEUDO_NMS_IOU)
+            out.append({"boxes": boxes[kept], "labels": labels[kept], "scores": scores[kept]})
+        return out
 
     def _detection_loss(self, s_outputs: dict[str, Any], batch: Batch) -> dict[str, Tensor]:
         """The criterion on the labelled key frames of the batch (all of them without unlabelled ones)."""

@@ -42,7 +42,8 @@ class SetCriterion(nn.Module):
     ``forward(outputs, targets)`` returns unweighted components (``loss_class``, ``loss_bbox``,
     ``loss_giou`` and their suffixed copies) plus ``loss``, the sum of every component weighted by
     ``weight_dict`` of its base name. Frames without targets train all their queries towards
-    no-object (class loss only). With ``aux=False`` only the last decoder layer (of the matching
+    no-object (class loss only). Targets may carry ``scores [N]`` in [0, 1]: soft class targets
+    instead of 1 for their matched queries (a teacher's detections as pseudo-labels). With ``aux=False`` only the last decoder layer (of the matching
     and of the denoising queries) and the encoder proposals are scored.
 
     The encoder proposals are scored with the real class labels (DINO style), matching the
@@ -158,7 +159,12 @@ class SetCriterion(nn.Module):
 
         src_boxes = boxes[batch_idx, query_idx].float()
         onehot = torch.zeros(logits.shape, dtype=torch.float32, device=device)
-        onehot[batch_idx, query_idx, tgt_labels] = 1.0
+        # soft targets (a teacher's scores, ``targets[i]["scores"]``) replace the 1 of a labelled box
+        soft = [t.get("scores") for t in targets]
+        onehot[batch_idx, query_idx, tgt_labels] = (
+            1.0 if all(x is None for x in soft) else torch.cat(
+                [x[j.to(x.device)] for x, (_, j) in zip(soft, indices, strict=True)]).to(device=device, dtype=torch.float32)
+        )
         logits = logits.float()
         if self.iou_aware:
             with torch.no_grad():
@@ -193,9 +199,10 @@ def _varifocal_loss(logits: Tensor, onehot: Tensor, quality: Tensor, alpha: floa
     return F.binary_cross_entropy_with_logits(logits, quality, weight=weight, reduction="sum")
 
 
-def select_images(outputs: dict[str, Any], keep: list[int]) -> dict[str, Any]:
+def select_images(outputs: dict[str, Any], keep: list[int], denoising: bool = True) -> dict[str, Any]:
     """What the criterion reads of the detector's ``outputs``, for the images ``keep`` of the batch
-    only (a detection loss on part of a batch: the labelled key frames of a distillation batch)."""
+    only (a detection loss on part of a batch: the labelled key frames of a distillation batch);
+    without the denoising queries' outputs unless ``denoising`` (they were built from other targets)."""
     index = torch.as_tensor(keep, dtype=torch.long, device=outputs["pred_logits"].device)
 
     def take(d: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +214,7 @@ def select_images(outputs: dict[str, Any], keep: list[int]) -> dict[str, Any]:
     selected = take(outputs)
     if outputs.get("enc_outputs") is not None:
         selected["enc_outputs"] = take(outputs["enc_outputs"])
-    if "dn_outputs" in outputs:
+    if "dn_outputs" in outputs and denoising:
         selected["dn_outputs"] = take(outputs["dn_outputs"])
         pairs = outputs["dn_meta"]["pairs"]
         selected["dn_meta"] = {**outputs["dn_meta"], "pairs": [pairs[i] for i in keep]}
