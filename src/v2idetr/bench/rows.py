@@ -25,7 +25,7 @@ class Row:
     labels: str = "budget"
 
 
-# the share of each batch that the student-unlabelled rows fill with unlabelled frames
+# the share of each batch that the student-unlabelled rows fill with unlabelled frames (on top of the labelled ones)
 UNLABELLED = ("distill.unlabelled=0.5",)
 
 
@@ -57,6 +57,10 @@ ROWS: dict[str, Row] = {
         Row("student-unlabelled-static-teacher", "distill", "student", (*UNLABELLED, "distill.teacher_view=static"),
             "student-unlabelled whose teacher sees its key frame T times: its per-frame transform without the "
             "temporal context"),
+        Row("student-unlabelled-residual", "distill", "student", (*UNLABELLED, "distill.tfd_target=residual"),
+            "student-unlabelled with TFD towards the start plus the teacher's clip-minus-static residual"),
+        Row("student-unlabelled-class-norm", "distill", "student", (*UNLABELLED, "distill.cqd_class_norm=teacher"),
+            "student-unlabelled with CQD's class term per teacher detection"),
         Row("student-no-proposals", "distill", "student", ("distill.cqd_proposals=0.0",),
             "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
         Row("student-own-queries", "distill", "student", ("distill.cqd_student_queries=1.0",),
