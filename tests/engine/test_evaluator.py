@@ -176,6 +176,26 @@ def test_negative_only_dataset_does_not_crash(tmp_path: Path) -> None:
     assert "n/a" in format_metrics_table(m)
 
 
+def test_unlabelled_frames_are_left_out_of_every_number_and_counted() -> None:
+    """A detection on a frame nobody labelled is neither a false positive nor a false alarm."""
+    index = small_dataset()
+    unlabelled = [f for f in index.frames() if f.image_id in (4, 7)]  # the two lesion-free frames
+    for f in unlabelled:
+        f.labelled = False
+    preds = perfect(index)
+    for f in unlabelled:
+        preds[f.image_id] = {"boxes": np.array([G], np.float32), "scores": np.array([0.99], np.float32),
+                             "labels": np.zeros(1, np.int64)}
+    m = evaluate(index, preds, protocol="strict")
+    assert m["num_unlabelled_left_out"] == 2
+    assert (m["num_frames"], m["num_gt"], m["num_negative_frames"]) == (5, 5, 0)
+    assert m["AP"] == pytest.approx(1.0) and m["precision"] == pytest.approx(1.0)
+    assert m["fp"] == 0 and m["false_alarms_per_1000"] in (0.0, None)
+    labelled = evaluate(small_dataset(), preds, protocol="strict")  # the same boxes, frames labelled negative
+    assert labelled["num_unlabelled_left_out"] == 0 and labelled["fp"] == 2 and labelled["precision"] < 1.0
+    assert "2 unlabelled frames left out" in format_metrics_table(m)
+
+
 def test_format_metrics_table_names_protocol_thresholds_and_splits() -> None:
     index = small_dataset()
     m = evaluate(index, perfect(index), protocol="stft", score_thresh=0.5)
