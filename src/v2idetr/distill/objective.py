@@ -120,11 +120,17 @@ class DistillationObjective:
     def mask_targets(self, batch: Batch, t_outputs: dict[str, Any]) -> list[dict[str, Tensor]]:
         """Where TFD looks, per key frame: its ground-truth boxes, or on an unlabelled frame the
         teacher's detections scoring >= ``distill.pseudo_score`` (normalised cxcywh, as targets)."""
-        scores = t_outputs["pred_logits"].sigmoid().amax(-1)  # [B, Q]
         return [
-            t if labelled else {"boxes": t_outputs["pred_boxes"][i][scores[i] >= self.cfg.pseudo_score]}
+            t if labelled else {"boxes": self.teacher_detections(t_outputs, i)[0]}
             for i, (t, labelled) in enumerate(zip(batch.targets, labelled_flags(batch), strict=True))
         ]
+
+    def teacher_detections(self, t_outputs: dict[str, Any], i: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Boxes (normalised cxcywh), scores and labels of the teacher's queries on image ``i`` of the
+        batch that score >= ``distill.pseudo_score``: what it teaches on an unlabelled frame."""
+        scores, labels = t_outputs["pred_logits"][i].sigmoid().max(-1)
+        keep = scores >= self.cfg.pseudo_score
+        return t_outputs["pred_boxes"][i][keep], scores[keep], labels[keep]
 
     @torch.no_grad()
     def _teacher_on_student(self, t_outputs: dict[str, Any], s_outputs: dict[str, Any]) -> dict[str, Any]:
@@ -181,9 +187,7 @@ class DistillationObjective:
         (IoU >= ``PSEUDO_NMS_IOU``, same label) dropped."""
         out = []
         for i in images:
-            scores, labels = t_outputs["pred_logits"][i].sigmoid().max(-1)
-            keep = scores >= self.cfg.pseudo_score
-            boxes, scores, labels = t_outputs["pred_boxes"][i][keep], scores[keep], labels[keep]
+            boxes, scores, labels = self.teacher_detections(t_outputs, i)
             kept = batched_nms(box_convert(boxes, "cxcywh", "xyxy"), scores, labels, PSEUDO_NMS_IOU)
             out.append({"boxes": boxes[kept], "labels": labels[kept], "scores": scores[kept]})
         return out
