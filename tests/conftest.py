@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
+import av
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +71,44 @@ def teacher_ckpt(tiny_synth: SynthResult, tiny_model: list[str], tmp_path_factor
         progress=False,
     )
     return out / "best.ckpt"
+
+
+def _write_video(path: Path, frames: int = 7, size: tuple[int, int] = (48, 32), fps: int = 10) -> Path:
+    """A tiny MPEG-4 video whose frame i is uniformly grey at 20 * i (mod 256)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(fps))
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            image = np.full((size[1], size[0], 3), 20 * i % 256, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture()
+def write_video() -> Callable[..., Path]:
+    """``write_video(path, frames=7, size=(48, 32), fps=10)``: a tiny MPEG-4 video, frame i grey at 20 * i."""
+    return _write_video
+
+
+@pytest.fixture()
+def starting_weights() -> Callable[[], Any]:
+    """``with starting_weights() as seen: api.train(...)``: the run does not train; ``seen`` gets the
+    model's weights as training would start from them (what init_from and init_from_teacher load)."""
+    from v2idetr.engine.trainer import Trainer, TrainResult
+
+    @contextmanager
+    def capture() -> Iterator[list[dict[str, torch.Tensor]]]:
+        seen: list[dict[str, torch.Tensor]] = []
+
+        def fit(self, resume=False):
+            seen.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+            return TrainResult(self.out_dir, 0, None, None)
+
+        with patch.object(Trainer, "fit", fit):
+            yield seen
+
+    return capture

@@ -49,3 +49,14 @@ def test_written_files_get_the_mode_a_plain_open_gives(tmp_path: Path, umask: in
     expected = 0o666 & ~umask
     for name in ("report.md", "clip.mp4", "plain.txt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+def test_stale_temp_files_of_killed_writers_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    from v2idetr.atomic import remove_stale_temps, temp_beside
+
+    stale = [temp_beside(tmp_path / "last.ckpt"), temp_beside(tmp_path / "clip.mp4", suffix=".tmp.mp4")]
+    kept = [tmp_path / ".notes.tmp", tmp_path / "data.tmp", tmp_path / ".last.ckpt.xyz.tmp"]
+    for path in kept:
+        path.write_text("mine")
+    assert sorted(remove_stale_temps(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)

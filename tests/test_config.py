@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,22 @@ def test_unlabelled_frames_join_the_labelled_batch() -> None:
 
     for share, batch, extra in ((0.0, 8, 0), (0.5, 8, 8), (0.2, 8, 2), (0.75, 4, 12)):
         assert unlabelled_per_batch(load_config(None, [f"distill.unlabelled={share}", f"data.batch_size={batch}"])) == extra
+
+
+@pytest.mark.parametrize("override", [
+    "data.batch_size=0", "train.lr=-1", "train.lr=0", "train.steps=-5", "train.steps=0", "train.eval_every=-1",
+    "train.log_every=0", "train.keep_last=0", "data.hflip=1.5", "data.num_frames=0", "data.test_size=0",
+    "data.train_sizes=[]", "data.train_sizes=[128,0]", "model.hidden_dim=0", "model.num_queries=0",
+    "model.backbone_stages=5", "train.ema=1.0", "eval.score_thresh=-0.1", "eval.nms_iou=1.5", "train.seed=-1",
+    "train.step_milestones=[0]", "loss.loss_giou=-1", "train.time_limit_min=-1", "data.workers=-2",
+])
+def test_meaningless_numbers_are_refused_with_the_key(override: str) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}' = .*: expected"):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override", ["train.eval_every=0", "train.clip_grad=0", "train.ema=0", "data.crop=1",
+                                      "model.dn_number=0", "model.enc_layers=0", "eval.nms_iou=1.0"])
+def test_zero_and_edge_values_that_mean_something_are_accepted(override: str) -> None:
+    load_config(None, [override])

@@ -61,7 +61,8 @@ def test_quick_demo_runs_every_stage(tmp_path: Path, capsys) -> None:
         config = (bench / "runs" / name / "seed-0" / "config.json").read_text()
         for other in DEMO_ROWS:
             config = config.replace(str(bench / "runs" / other / "seed-0"), str(out / other))
-        assert json.loads(config.replace(str(bench), str(out))) == json.loads((out / name / "config.json").read_text())
+        bench_cfg, demo_cfg = json.loads(config.replace(str(bench), str(out))), json.loads((out / name / "config.json").read_text())
+        assert bench_cfg.pop("run_id") != demo_cfg.pop("run_id") and bench_cfg == demo_cfg  # two runs, one recipe
     # ... and is measured on the same test videos
     bench_test = load_index(bench / "data-test" / "train.json")
     assert [v.name for v in bench_test.videos] == [v.name for v in test.videos]

@@ -14,16 +14,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from v2idetr.config import Config, config_from_dict, load_config, unlabelled_per_batch
+from v2idetr.config import Config, config_from_dict, config_to_dict, load_config, unlabelled_per_batch
+from v2idetr.data.archive import load_archives
 from v2idetr.data.clips import ClipSampling
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
 from v2idetr.distill.hard_frames import teacher_chosen_weights
 from v2idetr.distill.objective import DistillationObjective
-from v2idetr.engine.checkpoint import Checkpoint, find_resume_checkpoint, load_checkpoint
+from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.coco_results import read_coco_results
 from v2idetr.engine.evaluator import evaluate as evaluate_predictions
 from v2idetr.engine.inference import build_eval_loader, predict_loader
+from v2idetr.engine.run_folder import claim_run_folder
 from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, resolve_device, seed_everything
 from v2idetr.errors import CheckpointError, ConfigError, DatasetError
 from v2idetr.models.build import build, build_model
@@ -67,9 +69,20 @@ def train(
     out_dir: str | Path = "runs/train",
     resume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train an image detector (or a video teacher, per ``model.temporal``) and write checkpoints."""
+    """Train an image detector (or a video teacher, per ``model.temporal``) and write checkpoints.
+
+    ``out_dir`` holding another run is refused unless ``resume`` (go on with it) or ``overwrite``
+    (delete it first): ``engine/run_folder.py``."""
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    if cfg.data.unlabelled:
+        raise ConfigError(
+            f"config key 'data.unlabelled' = {list(cfg.data.unlabelled)}: videos nobody labelled teach a student "
+            "through its teacher (`v2idetr distill`); an image detector or a teacher trains on labelled frames: "
+            "drop the key from this run"
+        )
+    claim = claim_run_folder(out_dir, config_to_dict(cfg), resume, overwrite)
     train_index = load_dataset(cfg, cfg.data.train, "train")
     val_index = load_dataset(cfg, cfg.data.val, "val", split="test") if cfg.data.val else None
     if val_index is not None:
@@ -84,7 +97,7 @@ def train(
         )
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed, not on what ran before
     built = build(cfg, num_classes)
-    if cfg.train.init_from and not _resuming(resume, out_dir):
+    if cfg.train.init_from and not claim.resuming:
         init_weights_from(built.model, cfg.train.init_from, train_index)
     meta = {
         "kind": "teacher" if cfg.model.temporal != "none" else "detector",
@@ -102,8 +115,9 @@ def train(
         Path(out_dir),
         meta,
         progress=progress,
+        run=claim,
     )
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=claim.resuming)
 
 
 def distill(
@@ -113,6 +127,7 @@ def distill(
     out_dir: str | Path = "runs/distill",
     resume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train an image student with detection loss + w_TFD * TFD + w_CQD * CQD from a frozen teacher.
 
@@ -120,10 +135,13 @@ def distill(
     frames are drawn at random within the teacher's ``data.window`` (``distill.cqd_sampling=random``)
     or at its fixed offsets (``fixed``). The saved checkpoints hold only the student's weights.
     With ``distill.unlabelled`` > 0, that share of each batch is unlabelled frames, taught by the
-    teacher alone (``distill/objective.py``). With ``distill.hard_frames`` > 0, that share of the
-    samples is drawn where the teacher and the starting student disagree most
-    (``distill/hard_frames.py``). ``teacher`` may be an image detector's checkpoint: the same losses
-    from a single-frame teacher (self-training, the control for what temporal context adds).
+    teacher alone (``distill/objective.py``): a label budget's, and an archive's (``data.unlabelled``:
+    videos nobody labelled, ``data/archive.py``; half of each batch unless ``distill.unlabelled`` says).
+    With ``distill.hard_frames`` > 0, that share of the samples is drawn where the teacher and the
+    starting student disagree most (``distill/hard_frames.py``). ``teacher`` may be an image
+    detector's checkpoint: the same losses from a single-frame teacher (self-training, the control
+    for what temporal context adds).
+    ``resume`` and ``overwrite`` as for `train`.
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if cfg.model.temporal != "none" or cfg.data.num_frames != 1:
@@ -131,6 +149,7 @@ def distill(
             "distill trains an image student: its config needs model.temporal=none and data.num_frames=1 "
             f"(got {cfg.model.temporal!r}, {cfg.data.num_frames})"
         )
+    claim = claim_run_folder(out_dir, config_to_dict(cfg), resume, overwrite)
     teacher_ckpt = load_checkpoint(Path(teacher))  # read once: it builds the teacher and starts the student
     teacher_model, teacher_cfg, teacher_meta = load_model(teacher_ckpt, device="cpu")
     if teacher_meta.get("kind") != "teacher":
@@ -143,6 +162,11 @@ def distill(
             raise DatasetError([], header=(
                 f"data.{role} categories {index.category_ids} differ from the teacher's {teacher_meta['category_ids']}"
             ))
+    if cfg.data.unlabelled:
+        held_out = {"data.val": val_index} if val_index is not None else {}
+        if cfg.data.test:
+            held_out["data.test"] = load_dataset(cfg, cfg.data.test, "test", split="test")
+        train_index = load_archives(cfg.data.unlabelled, train_index, held_out, cfg.data.skip_invalid, progress)
     num_classes = int(teacher_meta["num_classes"])
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed, not on what ran before
     built = build(cfg, num_classes)
@@ -153,7 +177,7 @@ def distill(
             "the student can start from one set of weights; set distill.init_from_teacher=false to start "
             "from train.init_from (e.g. an image detector's checkpoint), or drop train.init_from"
         )
-    resuming = _resuming(resume, out_dir)
+    resuming = claim.resuming
     if not resuming:
         if cfg.distill.init_from_teacher:
             init_weights_from(student, teacher_ckpt, train_index, key="distill.init_from_teacher",
@@ -184,16 +208,18 @@ def distill(
         progress=progress,
         train_clips=ClipSampling.of(teacher_cfg.data, clip_mode),
         unlabelled_per_batch=unlabelled_per_batch(cfg),
+        run=claim,
     )
     teacher_model.to(trainer.device)
     if start is not None:
         start.to(trainer.device)
     if cfg.distill.hard_frames > 0:
+        claim.start(Path(out_dir))  # --overwrite: the old run goes before this run's frame-weights.json is written
         set_threads(cfg.train.threads)
         trainer.frame_weights = teacher_chosen_weights(
             Path(out_dir), resuming, cfg, teacher_model, teacher_cfg, student, train_index, trainer.device,
             progress=progress)
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=resuming)
 
 
 def _frozen_start(cfg: Config, num_classes: int, teacher_ckpt: Checkpoint, train_index: DatasetIndex) -> nn.Module | None:
@@ -205,11 +231,6 @@ def _frozen_start(cfg: Config, num_classes: int, teacher_ckpt: Checkpoint, train
     source = teacher_ckpt if cfg.distill.init_from_teacher else cfg.train.init_from
     init_weights_from(start, source, train_index, key="distill.tfd_target=residual")
     return start
-
-
-def _resuming(resume: bool, out_dir: str | Path) -> bool:
-    """Whether the run goes on from a checkpoint of its own, whose weights replace any initial ones."""
-    return resume and find_resume_checkpoint(Path(out_dir)) is not None
 
 
 def init_weights_from(model: nn.Module, source_ckpt: str | Path | Checkpoint, train_index: DatasetIndex,

@@ -8,11 +8,18 @@ annotations, reports) goes through here: write to a temporary file in the same f
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+# the names `temp_beside` gives: ".<name>.<12 hex digits><suffix>", suffix ".tmp" or ".tmp.<ext>"
+_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\.[A-Za-z0-9]+)?$")
 
 
 def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
@@ -72,3 +79,16 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a writer killed mid-write (``kill -9``, power loss) left in
+    ``folder`` (`temp_beside` names only, nothing else); the ones removed."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp*"):
+        if _TEMP_FILE.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.warning("removed %d temporary file(s) left by an interrupted write in %s", len(removed), folder)
+    return removed

@@ -25,7 +25,7 @@ class DataConfig:
     train: str | None = None  # annotation file (COCO-VID JSON) or dataset folder
     val: str | None = None
     test: str | None = None
-    format: str = "auto"  # auto | coco-vid | buv | sun | sun-seg | images | video
+    format: str = "auto"  # auto | coco-vid | buv | sun | sun-seg | images | video | videos
     images_root: str | None = None  # frame paths are relative to the JSON's folder unless set
     num_frames: int = 1  # T: frames per clip (1 for image models)
     clip_mode: str = "adjacent"  # adjacent | random | global | past
@@ -44,6 +44,10 @@ class DataConfig:
     workers: int = 0
     skip_invalid: bool = False
     exclude: str | None = None  # text file of video names to leave out (e.g. BUV errata)
+    # videos nobody labelled, for distillation only (an archive): COCO-VID files whose frames are all
+    # unlabelled, folders of per-video frame folders and/or video files, or video files. On the command
+    # line `data.unlabelled=PATH` may be repeated (data/archive.py)
+    unlabelled: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -123,9 +127,9 @@ class DistillConfig:
     # teacher sees the clean clip (0: off; distill/student_view.py)
     student_degrade: float = 0.0
     init_from_teacher: bool = True
-    # share of each batch's key frames that are unlabelled frames (0: labelled frames only, the paper's), on
-    # top of data.batch_size labelled ones; there the student gets no detection loss, TFD masks from the
-    # teacher's detections, and CQD
+    # share of each batch's key frames that are unlabelled frames (0: labelled frames only, the paper's, or
+    # ARCHIVE_SHARE when data.unlabelled names an archive), on top of data.batch_size labelled ones; there
+    # the student gets no detection loss, TFD masks from the teacher's detections, and CQD
     unlabelled: float = 0.0
     # the teacher's detections at or above this score make TFD's masks on unlabelled frames (and pseudo_boxes' targets)
     pseudo_score: float = 0.5
@@ -190,7 +194,7 @@ class Config:
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "data.format": ("auto", "coco-vid", "buv", "sun", "sun-seg", "images", "video"),
+    "data.format": ("auto", "coco-vid", "buv", "sun", "sun-seg", "images", "video", "videos"),
     "data.clip_mode": ("adjacent", "random", "global", "past"),
     "model.backbone": ("resnet18", "resnet34", "resnet50"),
     "model.temporal": ("none", "mean", "msi"),
@@ -237,14 +241,62 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.merge(merged, data))  # type: ignore[return-value]
 
 
+# numeric keys and the values that mean something: (low, high, text); None leaves a side open, and a
+# value that can be None (eval.score_thresh: the protocol's) is checked when set
+_AT_LEAST_1 = (1, None, "an integer >= 1")
+_AT_LEAST_0 = (0, None, ">= 0")
+_SHARE = (0.0, 1.0, "a probability in 0..1")
+_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "data.num_frames": _AT_LEAST_1, "data.window": _AT_LEAST_0, "data.stride": _AT_LEAST_1,
+    "data.test_size": (16, None, "a size in pixels >= 16"), "data.max_size": (0, None, ">= 0 (0: no cap)"),
+    "data.hflip": _SHARE, "data.crop": _SHARE, "data.photometric": _SHARE, "data.batch_size": _AT_LEAST_1,
+    "data.workers": (0, None, ">= 0 (0: load in the training process)"),
+    "model.num_classes": (0, None, ">= 0 (0: from the training data)"), "model.backbone_stages": (3, 4, "3 or 4"),
+    "model.num_feature_levels": (1, None, "an integer >= 1"), "model.hidden_dim": _AT_LEAST_1,
+    "model.nheads": _AT_LEAST_1, "model.enc_layers": _AT_LEAST_0, "model.dec_layers": _AT_LEAST_1,
+    "model.ffn_dim": _AT_LEAST_1, "model.dropout": (0.0, 0.99, "a probability in 0..0.99"),
+    "model.enc_points": _AT_LEAST_1, "model.dec_points": _AT_LEAST_1, "model.num_queries": _AT_LEAST_1,
+    "model.dn_number": (0, None, ">= 0 (0: no denoising queries)"), "model.dn_label_noise": _SHARE,
+    "model.dn_box_noise": _AT_LEAST_0, "model.msi_layers": _AT_LEAST_1, "model.msi_points": _AT_LEAST_1,
+    "loss.cost_class": _AT_LEAST_0, "loss.cost_bbox": _AT_LEAST_0, "loss.cost_giou": _AT_LEAST_0,
+    "loss.loss_class": _AT_LEAST_0, "loss.loss_bbox": _AT_LEAST_0, "loss.loss_giou": _AT_LEAST_0,
+    "loss.focal_alpha": _SHARE, "loss.focal_gamma": _AT_LEAST_0,
+    "train.steps": _AT_LEAST_1, "train.lr": (1e-12, None, "a learning rate > 0"),
+    "train.backbone_lr": (0.0, None, ">= 0 (0: the backbone stays as it starts)"),
+    "train.temporal_lr": (0.0, None, ">= 0 (0: train.lr)"), "train.weight_decay": _AT_LEAST_0,
+    "train.warmup_steps": _AT_LEAST_0, "train.clip_grad": (0.0, None, ">= 0 (0: no clipping)"),
+    "train.ema": (0.0, 0.99999, "a decay in 0..1, 1 excluded (0: no EMA)"),
+    "train.eval_every": (0, None, ">= 0 steps (0: validate only at the end)"), "train.log_every": _AT_LEAST_1,
+    "train.keep_last": _AT_LEAST_1, "train.seed": _AT_LEAST_0, "train.threads": (0, None, ">= 0 (0: the default)"),
+    "train.time_limit_min": (0.0, None, ">= 0 minutes (0: no limit)"), "train.max_bad_steps": _AT_LEAST_1,
+    "eval.score_thresh": _SHARE, "eval.nms_iou": (0.0, 1.0, "an IoU in 0..1 (1: no NMS)"),
+    "eval.num_select": _AT_LEAST_1,
+}
+
+
+def _check_ranges(cfg: Config) -> None:
+    for dotted, (low, high, text) in _RANGES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+            raise ConfigError(f"config key '{dotted}' = {value!r}: expected {text}")
+    bad_sizes = [s for s in cfg.data.train_sizes if s < 16]
+    if not cfg.data.train_sizes or bad_sizes:
+        raise ConfigError(f"config key 'data.train_sizes' = {list(cfg.data.train_sizes)}: expected one or more sizes "
+                          "in pixels >= 16")
+    bad_milestones = [m for m in cfg.train.step_milestones if not 0.0 < m < 1.0]
+    if bad_milestones:
+        raise ConfigError(f"config key 'train.step_milestones' = {list(cfg.train.step_milestones)}: expected "
+                          "fractions of train.steps in 0..1, both excluded")
+
+
 def _check_choices(cfg: Config) -> None:
     for dotted, allowed in _CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ConfigError(f"config key '{dotted}' = {value!r}: expected one of {', '.join(allowed)}")
-    if cfg.data.num_frames < 1:
-        raise ConfigError(f"config key 'data.num_frames' = {cfg.data.num_frames}: expected >= 1")
+    _check_ranges(cfg)
     bad_saves = [step for step in cfg.train.save_steps if not 1 <= step <= cfg.train.steps]
     if bad_saves:
         raise ConfigError(
@@ -261,7 +313,7 @@ def _check_choices(cfg: Config) -> None:
             raise ConfigError(
                 f"config key 'distill.{key}' = {getattr(cfg.distill, key)}: expected a value in 0..1"
             )
-    share = cfg.distill.unlabelled
+    share = unlabelled_share(cfg)
     if share and not (0.0 < share < 1.0 and unlabelled_per_batch(cfg) >= 1):
         raise ConfigError(
             f"config key 'distill.unlabelled' = {share}: expected a share of the batch in 0..1, 1 excluded, that "
@@ -269,12 +321,44 @@ def _check_choices(cfg: Config) -> None:
         )
 
 
+# the share of each batch that an archive (data.unlabelled) fills when distill.unlabelled is left at 0
+ARCHIVE_SHARE = 0.5
+
+
+def unlabelled_share(cfg: Config) -> float:
+    """The share of each distillation batch that is unlabelled frames: ``distill.unlabelled``, or
+    ``ARCHIVE_SHARE`` when it is 0 and ``data.unlabelled`` names an archive (which is there to be used)."""
+    return cfg.distill.unlabelled or (ARCHIVE_SHARE if cfg.data.unlabelled else 0.0)
+
+
 def unlabelled_per_batch(cfg: Config) -> int:
     """How many unlabelled key frames each training batch holds besides its ``data.batch_size`` labelled
-    ones, so that they are ``distill.unlabelled`` of the batch (the labelled frames per batch, and so the
+    ones, so that they are ``unlabelled_share`` of the batch (the labelled frames per batch, and so the
     detection loss, stay what they are without them)."""
-    share = cfg.distill.unlabelled
+    share = unlabelled_share(cfg)
     return round(share / (1.0 - share) * cfg.data.batch_size) if 0.0 < share < 1.0 else 0
+
+
+# list keys whose plain `key=value` overrides add up (`data.unlabelled=a data.unlabelled=b`: both)
+REPEATABLE = ("data.unlabelled",)
+
+
+def _repeated_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The overrides that merge one by one, and the values of each ``REPEATABLE`` key given plainly
+    (not as a ``[a, b]`` list), which together replace the key's list; an empty value adds nothing."""
+    single: list[str] = []
+    repeated: dict[str, list[str]] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. train.steps=100)")
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key in REPEATABLE and not value.startswith("["):
+            repeated.setdefault(key, [])
+            if value:
+                repeated[key].append(value)
+        else:
+            single.append(item)
+    return single, repeated
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -283,13 +367,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Raises ``ConfigError`` naming the offending key on unknown keys, wrong types or bad choices.
     """
     schema = OmegaConf.structured(Config)
+    overrides, repeated = _repeated_overrides(overrides or [])
     try:
         if path is not None:
             schema = OmegaConf.merge(schema, _read_yaml(Path(path)))
-        for item in overrides or []:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r}: expected key=value (e.g. train.steps=100)")
+        for item in overrides:
             schema = OmegaConf.merge(schema, OmegaConf.from_dotlist([item]))
+        for key, values in repeated.items():
+            section, name = key.split(".")
+            schema = OmegaConf.merge(schema, {section: {name: values}})
     except OmegaConfBaseException as exc:
         raise ConfigError(_describe(exc, "config key")) from exc
     cfg: Config = OmegaConf.to_object(schema)  # type: ignore[assignment]

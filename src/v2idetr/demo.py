@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from v2idetr import api
+from v2idetr.argtypes import non_negative_int, out_folder, positive_int
 from v2idetr.atomic import atomic_write_text
 from v2idetr.bench.accuracy import gap_closed, label_budget, synthetic_splits, train_row
 from v2idetr.bench.rows import ROWS
@@ -333,11 +334,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job end to end on synthetic data (what `make demo` runs)")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", type=out_folder, default="runs/demo")
     p.add_argument("--quick", action="store_true", help="2-minute smoke version of every stage")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="the baseline's training steps S+N+K (default 480); the teacher trains N = 30%% of them from "
                    "the baseline's step S, the student K = 1/6 from the teacher")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="training seed (the data are generator seeds 0 and 1000, as in `v2idetr bench accuracy`)")
     p.set_defaults(func=_demo)

@@ -40,3 +40,8 @@ class ConfigError(V2IDetrError):
 
 class CheckpointError(V2IDetrError):
     """A checkpoint is missing, corrupt, or belongs to another model."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised where the program stands, so the clean-up Ctrl-C gets runs for it too
+    (the command line exits with the signal's status, 143)."""

@@ -17,7 +17,7 @@ from v2idetr.bench.accuracy import (
     gap_closed,
     summarise,
 )
-from v2idetr.bench.rows import ROWS
+from v2idetr.bench.rows import ROWS, default_rows
 from v2idetr.bench.schedule import Schedule, continued_schedule
 from v2idetr.cli import main
 from v2idetr.config import DistillConfig, load_config, shipped_configs
@@ -140,6 +140,35 @@ def test_label_budget_rows(tmp_path: Path) -> None:
     assert "label budget: 1 training frame in 3" in table and "of all-labels AP50" in table
     assert "of_all_labels_AP50" in json.loads((out / "results.json").read_text())["rows"]["student-unlabelled"]
     assert main([*args[:-len(QUICK)], "--label-every", "4", *QUICK]) == 2  # the folder keeps its budget
+
+
+def test_archive_rows(tmp_path: Path) -> None:
+    """--unlabelled-videos N: an archive from other generator seeds; the archive rows distil on it (the
+    image-teacher one from the baseline, starting where student-archive starts); the others never see it."""
+    out = tmp_path / "acc"
+    args = ["bench", "accuracy", "--out", str(out), "--seeds", "0", "--steps", "2", "--unlabelled-videos", "2",
+            "--videos", "4", "--frames", "6", "--frame-size", "64", "--no-progress"]
+    rows = ["student-archive", "student-archive-image-teacher"]
+    assert main([*args, "--rows", *rows, *QUICK]) == 0
+    runs = out / "runs"
+
+    def config(row: str) -> dict:
+        return json.loads((runs / row / "seed-0" / "config.json").read_text())
+
+    archive = out / "data" / "unlabelled.json"
+    doc = json.loads(archive.read_text())
+    assert len(doc["videos"]) == 2 and not doc["annotations"] and doc["info"]["seed"] == 2000
+    for row in rows:
+        assert config(row)["data"]["unlabelled"] == [str(archive)] and config(row)["distill"]["unlabelled"] == 0.5
+    assert config("baseline")["data"]["unlabelled"] == config("teacher")["data"]["unlabelled"] == []
+    image = config("student-archive-image-teacher")
+    assert image["train"]["init_from"].endswith("runs/teacher/seed-0/best.ckpt")
+    assert load_checkpoint(runs / rows[1] / "seed-0" / "best.ckpt").meta["distilled_from"].endswith(
+        "runs/baseline/seed-0/best.ckpt")
+    assert "archive: 2 other videos nobody labelled" in (out / "results.md").read_text()
+    with pytest.raises(ConfigError, match="archive of unlabelled videos"):
+        benchmark_accuracy(tmp_path / "none", rows=["student-archive"], steps=2)
+    assert "student-archive" not in default_rows() and set(rows) <= set(default_rows(archive=True))
 
 
 def test_summary_means_stds_and_gap_closed() -> None:

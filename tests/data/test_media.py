@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-from pathlib import Path
-
-import av
-import numpy as np
 import pytest
 from PIL import Image
 
 from v2idetr.data.formats.media import natural_key, read_image_folder, read_video_file
 from v2idetr.data.io import read_frame
 from v2idetr.errors import DatasetError
-
-
-def write_video(path: Path, frames: int = 7, size: tuple[int, int] = (48, 32), fps: int = 10) -> Path:
-    """A tiny MPEG-4 video whose frame i is uniformly grey at 20 * i."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=Fraction(fps))
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            image = np.full((size[1], size[0], 3), 20 * i, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def test_natural_key_orders_numbers():
@@ -68,7 +48,7 @@ def test_image_folder_errors(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])  # mkv keeps no frame count: packets are counted
-def test_video_file_frames_size_fps(tmp_path, suffix):
+def test_video_file_frames_size_fps(tmp_path, suffix, write_video):
     path = write_video(tmp_path / f"scope{suffix}", frames=7, size=(48, 32), fps=10)
     index = read_video_file(path)
     video = index.videos[0]

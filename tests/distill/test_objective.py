@@ -54,36 +54,40 @@ def test_distilled_student_is_a_plain_image_detector(teacher_ckpt, tiny_synth, t
     assert model(x, m)["pred_boxes"].shape[-1] == 4
 
 
-def test_student_starts_at_the_teachers_detector_weights(teacher_ckpt, tiny_synth, tiny_model, tmp_path):
+def test_student_starts_at_the_teachers_detector_weights(teacher_ckpt, tiny_synth, tiny_model, tmp_path,
+                                                         starting_weights):
     """distill.init_from_teacher: step 0 of the student is the teacher's shared detector; a student of
     another architecture is refused, with the switch that allows it, instead of silently starting fresh."""
-    overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.steps=0", "train.eval_every=0"]
+    overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.eval_every=0"]
     student_cfg = str(ROOT / "configs" / "student-tiny.yaml")
-    api.distill(teacher_ckpt, student_cfg, overrides, tmp_path / "s", progress=False)
-    student = load_checkpoint(tmp_path / "s" / "last.ckpt").model
     teacher = load_checkpoint(teacher_ckpt).model
+    with starting_weights() as seen:
+        api.distill(teacher_ckpt, student_cfg, overrides, tmp_path / "s", progress=False)
+    student = seen[0]
     assert student.keys() == {k.removeprefix("detector.") for k in teacher if k.startswith("detector.")}
     assert all(torch.equal(v, teacher[f"detector.{k}"]) for k, v in student.items())
     with pytest.raises(ConfigError, match=r"distill.init_from_teacher.*shapes differ.*init_from_teacher=false"):
         api.distill(teacher_ckpt, student_cfg, [*overrides, "model.hidden_dim=16"], tmp_path / "other",
                     progress=False)
-    api.distill(teacher_ckpt, student_cfg, [*overrides, "model.hidden_dim=16", "distill.init_from_teacher=false"],
-                tmp_path / "other", progress=False)
-    fresh = load_checkpoint(tmp_path / "other" / "last.ckpt").model
-    assert {v.shape[0] for k, v in fresh.items() if "input_proj" in k and k.endswith("0.weight")} == {16}
+    with starting_weights() as seen:
+        api.distill(teacher_ckpt, student_cfg, [*overrides, "model.hidden_dim=16", "distill.init_from_teacher=false"],
+                    tmp_path / "other", progress=False)
+    assert {v.shape[0] for k, v in seen[0].items() if "input_proj" in k and k.endswith("0.weight")} == {16}
 
 
-def test_student_can_start_from_an_image_checkpoint_instead(teacher_ckpt, tiny_synth, tiny_model, tmp_path):
+def test_student_can_start_from_an_image_checkpoint_instead(teacher_ckpt, tiny_synth, tiny_model, tmp_path,
+                                                             starting_weights):
     """train.init_from with distill.init_from_teacher=false starts the student at an image model's weights
     (bench's student-from-baseline); asking for both starts is refused, not silently resolved."""
-    overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.steps=0", "train.eval_every=0"]
+    overrides = [*tiny_model, f"data.train={tiny_synth.train_json}", "train.eval_every=0"]
     student_cfg = str(ROOT / "configs" / "student-tiny.yaml")
     image = tmp_path / "image"
     api.train(student_cfg, [*overrides, "train.steps=1"], image, progress=False)
     start = [f"train.init_from={image / 'last.ckpt'}"]
-    api.distill(teacher_ckpt, student_cfg, [*overrides, *start, "distill.init_from_teacher=false"], tmp_path / "s",
-                progress=False)
-    student = load_checkpoint(tmp_path / "s" / "last.ckpt").model
+    with starting_weights() as seen:
+        api.distill(teacher_ckpt, student_cfg, [*overrides, *start, "distill.init_from_teacher=false"],
+                    tmp_path / "s", progress=False)
+    student = seen[0]
     image_weights = load_checkpoint(image / "last.ckpt").model
     teacher = load_checkpoint(teacher_ckpt).model
     assert all(torch.equal(v, image_weights[k]) for k, v in student.items())

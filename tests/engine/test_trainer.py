@@ -214,7 +214,7 @@ def test_sigterm_saves_a_checkpoint_then_resume_finishes(tiny_synth, tmp_path: P
     overrides = _overrides(tiny_synth, "train.steps=200", "train.eval_every=0", "data.batch_size=2")
     out = tmp_path / "run"
     code = _start_and_signal(overrides, out, after_step=2, sig=signal.SIGTERM)
-    assert code == 130  # "interrupted", after saving
+    assert code == 143  # "terminated" (128 + SIGTERM), after saving
     saved = load_checkpoint(out / "last.ckpt")
     assert 2 <= saved.meta["step"] < 200 and saved.optimizer is not None
     # The checkpoint is written at once: no validation between the signal and the save.
@@ -254,7 +254,8 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_init_from_moves_weights_between_image_models_and_teachers(tiny_synth, tmp_path: Path) -> None:
+def test_init_from_moves_weights_between_image_models_and_teachers(tiny_synth, tmp_path: Path,
+                                                                    starting_weights) -> None:
     """train.init_from: an image checkpoint starts a teacher's detector (temporal module fresh) and a
     teacher's detector starts an image model; a checkpoint of another architecture is refused."""
     teacher_cfg = str(ROOT / "configs" / "teacher-tiny.yaml")
@@ -262,21 +263,22 @@ def test_init_from_moves_weights_between_image_models_and_teachers(tiny_synth, t
     api.train(TINY, _overrides(tiny_synth, "train.steps=2", "train.eval_every=0"), image, progress=False)
     image_weights = load_checkpoint(image / "last.ckpt").model
     teacher = tmp_path / "teacher"
-    api.train(teacher_cfg, _overrides(tiny_synth, "model.msi_points=2", "train.steps=0",
-                                      f"train.init_from={image / 'last.ckpt'}"), teacher, progress=False)
-    teacher_weights = load_checkpoint(teacher / "last.ckpt").model
-    assert any(k.startswith("temporal.") for k in teacher_weights)
+    from_image = _overrides(tiny_synth, "model.msi_points=2", "train.steps=1", f"train.init_from={image / 'last.ckpt'}")
+    with starting_weights() as seen:
+        api.train(teacher_cfg, from_image, teacher, progress=False)
+    assert any(k.startswith("temporal.") for k in seen[0])
     for key, value in image_weights.items():
-        assert torch.equal(teacher_weights[f"detector.{key}"], value), key
-    back = tmp_path / "back"
-    api.train(TINY, _overrides(tiny_synth, "train.steps=0", f"train.init_from={teacher / 'last.ckpt'}"), back,
-              progress=False)
-    back_weights = load_checkpoint(back / "last.ckpt").model
-    assert back_weights.keys() == image_weights.keys()
-    assert all(torch.equal(back_weights[k], image_weights[k]) for k in image_weights)
+        assert torch.equal(seen[0][f"detector.{key}"], value), key
+    api.train(teacher_cfg, from_image, teacher, progress=False)
+    teacher_weights = load_checkpoint(teacher / "last.ckpt").model
+    with starting_weights() as seen:
+        api.train(TINY, _overrides(tiny_synth, f"train.init_from={teacher / 'last.ckpt'}"), tmp_path / "back",
+                  progress=False)
+    assert seen[0].keys() == image_weights.keys()
+    assert all(torch.equal(seen[0][k], teacher_weights[f"detector.{k}"]) for k in image_weights)
     with pytest.raises(ConfigError, match=r"train.init_from.*shapes differ.*input_proj"):
-        api.train(TINY, _overrides(tiny_synth, "train.steps=0", "model.hidden_dim=16",
-                                   f"train.init_from={image / 'last.ckpt'}"), tmp_path / "bad", progress=False)
+        api.train(TINY, _overrides(tiny_synth, "model.hidden_dim=16", f"train.init_from={image / 'last.ckpt'}"),
+                  tmp_path / "bad", progress=False)
 
 
 def test_param_groups_give_the_backbone_and_the_temporal_module_their_own_rates() -> None:

@@ -24,9 +24,10 @@ import numpy as np
 
 from v2idetr import api
 from v2idetr.atomic import atomic_write_json, atomic_write_text
-from v2idetr.bench.rows import ROWS, Row
+from v2idetr.bench.rows import ROWS, Row, default_rows
 from v2idetr.bench.schedule import Schedule
 from v2idetr.config import shipped_configs
+from v2idetr.data.archive import ARCHIVE_FILE, synthetic_archive
 from v2idetr.data.load import load_index
 from v2idetr.data.synthetic import generate
 from v2idetr.data.unlabelled import sparsify
@@ -51,6 +52,7 @@ class Splits:
     test: Path
     test_is_val: bool = False
     train_all_labels: Path | None = None
+    unlabelled: Path | None = None  # the archive of unlabelled videos the archive rows distil on too
 
     def training(self, row: Row) -> Path:
         return self.train_all_labels if row.labels == "all" and self.train_all_labels else self.train
@@ -74,17 +76,22 @@ def default_test_videos(videos: int) -> int:
 
 
 def synthetic_splits(out: Path, preset: str, videos: int, frames: int, size: int, seed: int = 0, *,
-                     test_videos: int | None = None, fresh: bool = False, progress: bool = False) -> Splits:
+                     test_videos: int | None = None, unlabelled_videos: int = 0, fresh: bool = False,
+                     progress: bool = False) -> Splits:
     """Train/val from one generator seed, test (``test_videos``, default `default_test_videos`) from
-    another, so no video is shared; reused if present unless ``fresh``."""
+    another, and ``unlabelled_videos`` archive videos from a third (`synthetic_archive`), so no video
+    is shared; reused if present unless ``fresh``."""
     data, test = out / "data", out / "data-test"
+    archive = data / ARCHIVE_FILE if unlabelled_videos else None
+    if archive is not None and (fresh or not archive.is_file()):
+        synthetic_archive(data, preset, unlabelled_videos, frames, size, seed, overwrite=True, progress=progress)
     if fresh or not (data / "val.json").is_file():
         generate(data, preset=preset, videos=videos, frames=frames, size=size, seed=seed, overwrite=True,
                  progress=progress)
     if fresh or not (test / "train.json").is_file():
         generate(test, preset=preset, videos=test_videos or default_test_videos(videos), frames=frames, size=size,
                  seed=seed + 1000, val_fraction=0.0, overwrite=True, progress=progress)
-    return Splits(data / "train.json", data / "val.json", test / "train.json")
+    return Splits(data / "train.json", data / "val.json", test / "train.json", unlabelled=archive)
 
 
 SETTINGS_FILE = "bench.json"
@@ -160,18 +167,24 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule
 def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule, extra: Sequence[str],
               run_of: Callable[[str], Path], resume: bool = False, progress: bool = True) -> None:
     """Train one row for one seed into ``run_of(row.name)``; ``run_of`` names the folders of the runs
-    it starts or learns from (the bench's ``runs/<row>/seed-N``, the demo's ``<out>/<row>``)."""
+    it starts or learns from (the bench's ``runs/<row>/seed-N``, the demo's ``<out>/<row>``). Without
+    ``resume`` whatever an earlier, unfinished attempt left in the row's folder is replaced."""
     student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
     overrides = [f"data.train={splits.training(row)}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
                  *row.overrides, *schedule.overrides(row, run_of("baseline"))]
     if row.start == "teacher":
         overrides.append(f"train.init_from={run_of('teacher') / 'best.ckpt'}")
+    if row.archive:
+        if splits.unlabelled is None:
+            raise ConfigError(f"row {row.name} distils on an archive of unlabelled videos: give --unlabelled-videos N "
+                              "(synthetic) or --unlabelled PATH (your own)")
+        overrides.append(f"data.unlabelled={splits.unlabelled}")
     if row.kind == "train":
         api.train(teacher_cfg if row.config == "teacher" else student_cfg, overrides, run_of(row.name), resume=resume,
-                  progress=progress)
+                  progress=progress, overwrite=not resume)
     else:
         api.distill(run_of(row.teacher) / "best.ckpt", student_cfg, overrides, run_of(row.name), resume=resume,
-                    progress=progress)
+                    progress=progress, overwrite=not resume)
 
 
 def _needs(row: Row, schedule: Schedule) -> list[str]:
@@ -273,7 +286,7 @@ def format_table(table: dict[str, Any], header: str) -> str:
 
 def benchmark_accuracy(
     out: str | Path,
-    rows: Sequence[str] = tuple(ROWS),
+    rows: Sequence[str] | None = None,
     seeds: Sequence[int] = (0, 1, 2),
     steps: int = 800,
     size: str = "tiny",
@@ -286,6 +299,8 @@ def benchmark_accuracy(
     teacher_steps: int | None = None,
     student_steps: int | None = None,
     label_every: int = 1,
+    unlabelled_videos: int = 0,
+    unlabelled: str | None = None,
 ) -> dict[str, Any]:
     """Run every (row, seed) not done yet and write ``results.json`` / ``results.md`` under ``out``.
 
@@ -293,10 +308,13 @@ def benchmark_accuracy(
     split is reported, and the table says so); otherwise ``preset`` generates ``synth = (videos,
     frames, size)`` synthetic data and ``test_videos`` test videos. ``label_every = K`` trains on
     1 labelled frame in K per training video, the rest unlabelled (``baseline-all-labels`` keeps every
-    label). A folder keeps its settings (`check_settings`): only rows and seeds can be added to it.
+    label). The archive rows also distil on videos nobody labelled: ``unlabelled_videos`` synthetic
+    ones (`synthetic_archive`), or your own archive ``unlabelled`` (``data.unlabelled``). A folder
+    keeps its settings (`check_settings`): only rows and seeds can be added to it.
     """
     if label_every < 1:
         raise ConfigError(f"--label-every {label_every}: expected >= 1 (1: every training frame labelled)")
+    rows = default_rows(archive=bool(unlabelled_videos or unlabelled)) if rows is None else rows
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         raise ConfigError(f"--rows: unknown {unknown}; expected any of {', '.join(ROWS)}")
@@ -309,6 +327,13 @@ def benchmark_accuracy(
     if early and not schedule.lineage:
         raise ConfigError(f"--rows {' '.join(early)}: starts from the baseline's weights before its end, which "
                           "needs one lineage of weights (--teacher-steps and --student-steps)")
+    if unlabelled_videos < 0 or (unlabelled_videos and data is not None) or (unlabelled and data is None):
+        raise ConfigError(f"--unlabelled-videos {unlabelled_videos} / --unlabelled {unlabelled}: an archive of "
+                          "synthetic videos (N >= 0) goes with a preset, your own archive with your own data")
+    archive_rows = [r for r in rows if ROWS[r].archive]
+    if archive_rows and not (unlabelled_videos or unlabelled):
+        raise ConfigError(f"--rows {' '.join(archive_rows)}: these distil on an archive of unlabelled videos; give "
+                          "--unlabelled-videos N (synthetic) or --unlabelled PATH (your own)")
     if test_videos is not None and (test_videos < 1 or data is not None):
         raise ConfigError(f"--test-videos {test_videos}: expected >= 1, and only with a synthetic preset "
                           "(your own data bring their --test file)")
@@ -318,18 +343,25 @@ def benchmark_accuracy(
     check_settings(out, {
         "size": size, "schedule": [steps, teacher_steps, student_steps], "overrides": list(overrides),
         **({"label_every": label_every} if label_every > 1 else {}),
+        **({"unlabelled_videos": unlabelled_videos} if unlabelled_videos else {}),
+        **({"unlabelled": str(Path(unlabelled).resolve())} if unlabelled else {}),
         "data": None if data is None else [x and str(Path(x).resolve()) for x in data],
         "synthetic": None if data is not None else {
             "preset": preset or "ultrasound", "videos_frames_size": list(synth), "test_videos": test_videos},
     })
     if data is not None:
         train, val, test = data
-        splits = Splits(Path(train), Path(val), Path(test or val), test_is_val=test is None)
-        source = f"{train} (checkpoints chosen on {val})"
+        splits = Splits(Path(train), Path(val), Path(test or val), test_is_val=test is None,
+                        unlabelled=Path(unlabelled) if unlabelled else None)
+        source = f"{train} (checkpoints chosen on {val})" + (f"; archive of unlabelled videos {unlabelled}"
+                                                             if unlabelled else "")
     else:
-        splits = synthetic_splits(out, preset or "ultrasound", *synth, test_videos=test_videos)
+        splits = synthetic_splits(out, preset or "ultrasound", *synth, test_videos=test_videos,
+                                  unlabelled_videos=unlabelled_videos)
         source = (f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px "
-                  f"(test: {test_videos} other videos)")
+                  f"(test: {test_videos} other videos"
+                  + (f"; archive: {unlabelled_videos} other videos nobody labelled" if unlabelled_videos else "")
+                  + ")")
     splits = label_budget(splits, label_every, out / "data-budget")
     if label_every > 1:
         source += (f"; label budget: 1 training frame in {label_every} per video labelled (`data sparsify --every "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from v2idetr.argtypes import non_negative_int, out_file, out_folder, positive_int
+
 
 def _bench_speed(args: argparse.Namespace) -> int:
     import torch
@@ -33,7 +35,7 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
 
 def _bench_accuracy(args: argparse.Namespace) -> int:
-    from v2idetr.bench.accuracy import ROWS, benchmark_accuracy, format_table
+    from v2idetr.bench.accuracy import benchmark_accuracy, format_table
 
     if args.threads > 0:
         import torch
@@ -49,7 +51,7 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *(r for r in args.rows or () if "=" in r)]
     result = benchmark_accuracy(
         args.out,
-        rows=rows or tuple(ROWS),
+        rows=rows or None,
         seeds=args.seeds,
         steps=args.steps,
         size=args.size,
@@ -62,6 +64,8 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         teacher_steps=args.teacher_steps,
         student_steps=args.student_steps,
         label_every=args.label_every,
+        unlabelled_videos=args.unlabelled_videos,
+        unlabelled=args.unlabelled,
     )
     print(format_table(result["rows"], result["header"]))
     print(f"wrote {args.out}/results.md and results.json")
@@ -78,19 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--config", required=True, help="the image (student) config, e.g. configs/student-tiny.yaml")
     s.add_argument("--teacher-config", default=None, help="default: the student config with MSI over --frames")
-    s.add_argument("--frames", type=int, default=3, help="teacher clip length T when no --teacher-config")
-    s.add_argument("--size", type=int, default=512)
+    s.add_argument("--frames", type=positive_int, default=3, help="teacher clip length T when no --teacher-config")
+    s.add_argument("--size", type=positive_int, default=512)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes")
+    s.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8], help="batch sizes")
     s.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"], help="student backends")
-    s.add_argument("--iters", type=int, default=20, help="timed iterations per row")
-    s.add_argument("--warmup", type=int, default=3)
-    s.add_argument("--rounds", type=int, default=4, help="interleaved rounds the iterations are split into")
+    s.add_argument("--iters", type=positive_int, default=20, help="timed iterations per row")
+    s.add_argument("--warmup", type=non_negative_int, default=3)
+    s.add_argument("--rounds", type=positive_int, default=4, help="interleaved rounds the iterations are split into")
     s.add_argument("--baseline", default=None, help="optional checkpoints (weights do not change the cost)")
     s.add_argument("--student", default=None)
     s.add_argument("--teacher", default=None)
-    s.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
-    s.add_argument("--out", default=None, help="JSON file for the results")
+    s.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: PyTorch's default)")
+    s.add_argument("--out", type=out_file, default=None, help="JSON file for the results")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the student config")
     s.set_defaults(func=_bench_speed)
 
@@ -100,29 +104,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="The paper's comparison and ablation rows with one schedule and several seeds; "
         "checkpoints chosen on val, numbers on test. Finished runs are kept and not re-run.",
     )
-    a.add_argument("--out", required=True, help="benchmark folder (runs/, results.json, results.md)")
-    a.add_argument("--rows", nargs="+", default=None, help="subset of rows (default: all)")
-    a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    a.add_argument("--steps", type=int, default=800, help="training steps of every row")
-    a.add_argument("--teacher-steps", type=int, default=None,
+    a.add_argument("--out", type=out_folder, required=True, help="benchmark folder (runs/, results.json, results.md)")
+    a.add_argument("--rows", nargs="+", default=None,
+                   help="subset of rows (default: all; the archive rows only with an archive)")
+    a.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
+    a.add_argument("--steps", type=positive_int, default=800, help="training steps of every row")
+    a.add_argument("--teacher-steps", type=positive_int, default=None,
                    help="with --student-steps, one lineage as in `v2idetr demo`: teachers start from the baseline "
                    "at step steps-N-K and train N, students K (default: every row trains --steps)")
-    a.add_argument("--student-steps", type=int, default=None, help="K: see --teacher-steps")
-    a.add_argument("--label-every", type=int, default=1,
+    a.add_argument("--student-steps", type=positive_int, default=None, help="K: see --teacher-steps")
+    a.add_argument("--label-every", type=positive_int, default=1,
                    help="label budget: keep the labels of 1 training frame in K per video, the rest unlabelled "
                    "(`data sparsify`); baseline-all-labels keeps them all (default 1: every frame labelled)")
+    a.add_argument("--unlabelled-videos", type=non_negative_int, default=0, metavar="N",
+                   help="an archive of N synthetic videos nobody labelled (other generator seeds), which the "
+                   "student-archive rows distil on (default: 0, no archive and no archive rows)")
+    a.add_argument("--unlabelled", default=None, metavar="PATH",
+                   help="your own archive of unlabelled videos (with --train/--val): data.unlabelled of the "
+                   "student-archive rows")
     a.add_argument("--size", default="tiny", choices=("tiny", "r50"), help="tiny (CPU, minutes) or r50 (GPU)")
     a.add_argument("--preset", default="ultrasound", choices=("ultrasound", "colonoscopy"))
-    a.add_argument("--videos", type=int, default=40, help="synthetic train+val videos")
-    a.add_argument("--frames", type=int, default=48, help="frames per synthetic video")
-    a.add_argument("--frame-size", type=int, default=128, help="synthetic frame size in pixels")
-    a.add_argument("--test-videos", type=int, default=None,
+    a.add_argument("--videos", type=positive_int, default=40, help="synthetic train+val videos")
+    a.add_argument("--frames", type=positive_int, default=48, help="frames per synthetic video")
+    a.add_argument("--frame-size", type=positive_int, default=128, help="synthetic frame size in pixels")
+    a.add_argument("--test-videos", type=positive_int, default=None,
                    help="synthetic test videos (default: a quarter of --videos, at least 4); more make the "
                    "degraded-frame numbers, which rest on a few lesions, steadier")
     a.add_argument("--train", default=None, help="your own COCO-VID train JSON (instead of a preset)")
     a.add_argument("--val", default=None, help="validation JSON: chooses the checkpoints")
     a.add_argument("--test", default=None, help="test JSON: the reported numbers (default: val, labelled so)")
-    a.add_argument("--threads", type=int, default=0)
+    a.add_argument("--threads", type=non_negative_int, default=0)
     a.add_argument("--no-progress", action="store_true")
     a.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every row")
     a.set_defaults(func=_bench_accuracy)

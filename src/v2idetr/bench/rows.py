@@ -23,6 +23,8 @@ class Row:
     teacher: str = "teacher"
     # the training labels: the benchmark's (1 frame in --label-every labelled) or every frame's ("all")
     labels: str = "budget"
+    # distils on the benchmark's archive of unlabelled videos too (data.unlabelled; --unlabelled-videos)
+    archive: bool = False
 
 
 # the share of each batch that the student-unlabelled rows fill with unlabelled frames (on top of the labelled ones)
@@ -61,6 +63,12 @@ ROWS: dict[str, Row] = {
             "student-unlabelled with TFD towards the start plus the teacher's clip-minus-static residual"),
         Row("student-unlabelled-class-norm", "distill", "student", (*UNLABELLED, "distill.cqd_class_norm=teacher"),
             "student-unlabelled with CQD's class term per teacher detection"),
+        Row("student-archive", "distill", "student", UNLABELLED,
+            "student, TFD + CQD, half of every batch frames of the archive of unlabelled videos (taught by the video "
+            "teacher alone there)", archive=True),
+        Row("student-archive-image-teacher", "distill", "student", (*UNLABELLED, "distill.init_from_teacher=false"),
+            "student-archive taught by the image baseline instead (plain self-training on the archive), from the same "
+            "start", start="teacher", teacher="baseline", archive=True),
         Row("student-no-proposals", "distill", "student", ("distill.cqd_proposals=0.0",),
             "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
         Row("student-own-queries", "distill", "student", ("distill.cqd_student_queries=1.0",),
@@ -98,3 +106,8 @@ ROWS: dict[str, Row] = {
             "student, fixed cross-view sampling"),
     )
 }
+
+
+def default_rows(archive: bool = False) -> tuple[str, ...]:
+    """Every row; the archive rows only when there is an archive of unlabelled videos to distil on."""
+    return tuple(name for name, row in ROWS.items() if archive or not row.archive)

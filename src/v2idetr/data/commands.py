@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from v2idetr.argtypes import out_file, positive_int
 from v2idetr.atomic import atomic_write_json
 from v2idetr.data.index import DatasetIndex, FrameRecord
 from v2idetr.data.load import FORMATS, load_index
@@ -179,17 +180,6 @@ def _add_frames(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
-    """argparse type of a count option such as ``--every``: an integer >= 1 (the error names the option)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="auto", help="dataset layout (default: detected)")
     p.add_argument("--images-root", default=None, help="folder that COCO-VID file_name paths are relative to")
@@ -206,7 +196,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Frame paths in OUT are relative to OUT's folder; OUT is written atomically.",
     )
     c.add_argument("src", help="COCO-VID JSON, BUV / SUN / SUN-SEG folder or image folder")
-    c.add_argument("--out", required=True, help="COCO-VID JSON to write")
+    c.add_argument("--out", type=out_file, required=True, help="COCO-VID JSON to write")
     _add_source_options(c)
     c.add_argument("--exclude", default=None, help="text file of video names to leave out (BUV: errata file)")
     c.add_argument("--skip-invalid", action="store_true", help="leave invalid records out instead of failing")
@@ -241,7 +231,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     sp.add_argument("labels", metavar="LABELS", help="dataset (any supported layout)")
     sp.add_argument("--every", type=positive_int, required=True, metavar="K", help="one labelled frame in K")
-    sp.add_argument("--out", required=True, help="COCO-VID JSON to write")
+    sp.add_argument("--out", type=out_file, required=True, help="COCO-VID JSON to write")
     _add_source_options(sp)
     sp.set_defaults(func=_sparsify)
 
@@ -261,7 +251,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="folder the label file's frame names are relative to (BUV: rawframes)",
     )
-    af.add_argument("--out", required=True, help="COCO-VID JSON to write")
+    af.add_argument("--out", type=out_file, required=True, help="COCO-VID JSON to write")
     af.add_argument("--format", choices=FORMATS, default="auto", help="dataset layout (default: detected)")
     af.add_argument("--split", choices=("train", "test"), default="train", help="BUV label file to read")
     af.set_defaults(func=_add_frames)

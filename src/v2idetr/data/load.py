@@ -8,6 +8,7 @@
 - a folder with ``Frame/`` and ``GT/``                 -> SUN-SEG
 - a folder of images                                   -> one unlabelled video
 - a ``.mp4``/``.avi``/``.mov``/``.mkv`` file           -> one unlabelled video
+- a folder of frame folders and/or video files         -> unlabelled videos (an archive)
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from v2idetr.data.formats.buv import scan_buv
 from v2idetr.data.formats.cocovid import ProblemLog, Scan, name_matches, scan_coco_vid
 from v2idetr.data.formats.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, scan_image_folder, scan_video_file
 from v2idetr.data.formats.sun import scan_sun, scan_sun_seg
+from v2idetr.data.formats.videos import holds_videos, scan_video_tree
 from v2idetr.data.index import DatasetIndex
 from v2idetr.errors import ConfigError, DatasetError, Problem
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "coco-vid", "buv", "sun", "sun-seg", "images", "video")
+FORMATS = ("auto", "coco-vid", "buv", "sun", "sun-seg", "images", "video", "videos")
 
 LAYOUTS = (
     "a COCO-VID .json file; "
@@ -32,7 +34,8 @@ LAYOUTS = (
     "a SUN folder (<case>/*.jpg + annotation_txt/<case>.txt); "
     "a SUN-SEG folder (Frame/<case>/ + GT/<case>/ [+ bbox_annotation.json]); "
     f"a folder of images ({', '.join(IMAGE_EXTENSIONS)}); "
-    f"a video file ({', '.join(VIDEO_EXTENSIONS)})"
+    f"a video file ({', '.join(VIDEO_EXTENSIONS)}); "
+    "a folder of videos (per-video frame folders and/or video files, at any depth)"
 )
 
 
@@ -66,6 +69,8 @@ def detect_format(path: str | Path) -> str:
             )
         if any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()):
             return "images"
+        if holds_videos(path):
+            return "videos"
     raise DatasetError(
         Problem(str(path), "", "", f"unknown dataset layout; expected one of: {LAYOUTS}"),
         header="cannot tell the dataset format",
@@ -104,10 +109,11 @@ def scan_index(
     check_files: bool = True,
     exclude: str | Path | None = None,
     split: str = "train",
+    progress: bool = False,
 ) -> Scan:
     """Check a dataset without raising for its problems: the index of its valid records and every problem.
 
-    Raises ``DatasetError`` only when the format cannot be told and ``ConfigError`` for a bad ``format``.
+    ``progress``: a progress bar over the videos of a folder of videos (an archive). Raises ``DatasetError`` only when the format cannot be told and ``ConfigError`` for a bad ``format``.
     """
     if format not in FORMATS:
         raise ConfigError(f"dataset format {format!r}: expected one of {', '.join(FORMATS)}")
@@ -124,6 +130,8 @@ def scan_index(
         scan = scan_sun_seg(path, check_files)
     elif fmt == "images":
         scan = scan_image_folder(path)
+    elif fmt == "videos":
+        scan = scan_video_tree(path, progress=progress)
     else:
         scan = scan_video_file(path)
     if exclude is not None and scan.index is not None:
@@ -146,6 +154,7 @@ def load_index(
     check_files: bool = True,
     exclude: str | Path | None = None,
     split: str = "train",
+    progress: bool = False,
 ) -> DatasetIndex:
     """Read a dataset of any supported layout (module docstring) into a ``DatasetIndex``.
 
@@ -153,4 +162,4 @@ def load_index(
     ``v2idetr.data.formats.buv``); ``split`` picks the BUV label file (``train`` or ``test``).
     Raises ``DatasetError`` with every problem unless ``skip_invalid``.
     """
-    return scan_index(path, format, images_root, check_files, exclude, split).finish(skip_invalid)
+    return scan_index(path, format, images_root, check_files, exclude, split, progress).finish(skip_invalid)

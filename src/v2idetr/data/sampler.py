@@ -5,7 +5,7 @@ The order of epoch ``e`` is a permutation drawn from ``seed`` and ``e`` only, so
 a distributed run takes a disjoint, equally long slice of it. With ``weights``, an epoch is as many
 draws with replacement in proportion to them (distillation's teacher-chosen frames).
 ``MixedSampler`` puts a fixed number of unlabelled frames in every batch (distillation on frames
-nobody labelled).
+nobody labelled); ``UnlabelledCoverage`` counts how many of them a run has reached.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+from v2idetr.data.index import FrameRecord
 
 
 class ResumableSampler(Sampler[int]):
@@ -111,3 +113,18 @@ class MixedSampler(ResumableSampler):
 
     def __len__(self) -> int:
         return max(0, self.batches_per_rank * self.batch_size - self.start)
+
+
+class UnlabelledCoverage:
+    """How many of the training set's unlabelled frames (an archive's, a label budget's) this process
+    has taught on since the run (re)started: the progress over frames nobody labelled."""
+
+    def __init__(self, key_frames: list[FrameRecord]):
+        self.total = sum(1 for f in key_frames if not f.labelled)
+        self.seen: set[int] = set()
+
+    def update(self, targets: list[dict[str, torch.Tensor]]) -> None:
+        self.seen.update(int(t["image_id"]) for t in targets if not bool(t.get("labelled", True)))
+
+    def describe(self) -> str:
+        return f"{len(self.seen)}/{self.total}"

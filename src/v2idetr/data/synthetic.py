@@ -1129,18 +1129,23 @@ def generate(
         for i in range(videos)
     ]
     bar = tqdm(total=videos, desc=f"synth {preset}", unit="video", disable=not progress)
-    if workers == 1:
-        results = []
-        for spec in specs:
-            results.append(_render_video(spec))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+    try:
+        if workers == 1:
             results = []
-            for r in pool.map(_render_video, specs):
-                results.append(r)
+            for spec in specs:
+                results.append(_render_video(spec))
                 bar.update()
-    bar.close()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                results = []
+                for r in pool.map(_render_video, specs):
+                    results.append(r)
+                    bar.update()
+    except BaseException:  # interrupted or failed: no half-rendered frame folder is left behind
+        shutil.rmtree(out / "frames", ignore_errors=True)
+        raise
+    finally:
+        bar.close()
 
     categories = TWO_CLASS_CATEGORIES if two_classes else CATEGORIES[preset]
     info = {

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from v2idetr.argtypes import out_file, out_folder, positive_float, positive_int, unit_interval
+
 
 def _load_runtime(args: argparse.Namespace):  # -> FrameDetector
     """A ``.onnx`` file runs under ONNX Runtime, anything else is a PyTorch checkpoint: an image
@@ -35,6 +37,7 @@ def _predict(args: argparse.Namespace) -> int:
         save_images=args.save_images,
         fps=args.fps,
         progress=not args.no_progress,
+        skip_invalid=args.skip_invalid,
     )
     print(json.dumps({
         "model": result.model,
@@ -72,16 +75,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="image, folder of images, video file (mp4/avi/mov/mkv) or dataset (COCO-VID JSON, ...)")
     p.add_argument("--checkpoint", required=True,
                    help="an image model (.ckpt or exported .onnx) or a video teacher (.ckpt, run on eval's clips)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=out_folder, required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (PyTorch checkpoints)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="fp16/bf16 need CUDA")
-    p.add_argument("--batch-size", type=int, default=8, help="frames (clips for a teacher) per forward pass")
-    p.add_argument("--score-thresh", type=float, default=None, help="default: the checkpoint's protocol threshold")
-    p.add_argument("--nms-iou", type=float, default=None, help="default: the checkpoint's protocol (1.0 disables)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="frames (clips for a teacher) per forward pass")
+    p.add_argument("--score-thresh", type=unit_interval, default=None, help="default: the checkpoint's protocol threshold")
+    p.add_argument("--nms-iou", type=unit_interval, default=None, help="default: the checkpoint's protocol (1.0 disables)")
     p.add_argument("--save-video", action=argparse.BooleanOptionalAction, default=None,
                    help="annotated mp4 per video (default: only for a video file)")
     p.add_argument("--save-images", action="store_true", help="one annotated PNG per frame")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of written videos (default: the source's, else 25)")
+    p.add_argument("--fps", type=positive_float, default=None, help="frame rate of written videos (default: the source's, else 25)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave frames or records that cannot be read out instead of stopping")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
 
@@ -92,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--format", default="onnx", choices=("onnx",))
-    e.add_argument("--size", type=int, default=None, help="fixed input size x size (default: data.test_size)")
-    e.add_argument("--out", default=None, help="default: the checkpoint path with .onnx")
-    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--size", type=positive_int, default=None, help="fixed input size x size (default: data.test_size)")
+    e.add_argument("--out", type=out_file, default=None, help="default: the checkpoint path with .onnx")
+    e.add_argument("--opset", type=positive_int, default=17)
     e.set_defaults(func=_export)

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from v2idetr.atomic import atomic_write, atomic_write_json
+from v2idetr.atomic import atomic_write, atomic_write_json, remove_stale_temps
 from v2idetr.data.clips import ClipSampling
 from v2idetr.data.formats.cocovid import ProblemLog, Scan
 from v2idetr.data.formats.media import IMAGE_EXTENSIONS, logged_image_size
@@ -41,6 +41,7 @@ from v2idetr.deploy.clips import ClipWindow
 from v2idetr.deploy.runtime import Detections, FrameDetector
 from v2idetr.deploy.video import VideoWriter, draw_detections
 from v2idetr.errors import DatasetError, Problem
+from v2idetr.outputs import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,9 @@ class _Item:
     last: bool  # last frame of its video
 
 
-def open_source(source: str | Path | DatasetIndex, format: str = "auto") -> DatasetIndex:
+def open_source(source: str | Path | DatasetIndex, format: str = "auto", skip_invalid: bool = False) -> DatasetIndex:
     """Index whatever ``source`` is: an index already, one image, or anything ``load_index`` reads
-    (labels are ignored)."""
+    (labels are ignored; ``skip_invalid`` leaves unreadable frames and invalid records out)."""
     if isinstance(source, DatasetIndex):
         return source
     path = Path(source)
@@ -91,7 +92,7 @@ def open_source(source: str | Path | DatasetIndex, format: str = "auto") -> Data
         video = VideoRecord(video_id=1, name=path.stem)
         video.frames = [FrameRecord(1, 1, 0, path, size[0], size[1], file_name=path.name)]
         return DatasetIndex(videos=[video], class_names=[], category_ids=[], source=str(path))
-    return load_index(path, format=format)
+    return load_index(path, format=format, skip_invalid=skip_invalid)
 
 
 def _safe_name(name: str) -> str:
@@ -233,21 +234,24 @@ def predict(
     fps: float | None = None,
     format: str = "auto",
     progress: bool = True,
+    skip_invalid: bool = False,
 ) -> PredictResult:
     """Run ``detector`` (an image model, or a teacher on clips) over ``source`` and write the outputs
     described in the module docstring.
 
     ``save_video`` None: an annotated mp4 only when the source is a video file. ``fps`` overrides
-    the frame rate of the written videos (default: the source's, else 25).
+    the frame rate of the written videos (default: the source's, else 25). ``skip_invalid``: records
+    of ``source`` that cannot be read are left out (and listed in the log) instead of stopping.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    index = open_source(source, format)
+    index = open_source(source, format, skip_invalid)
     is_video_file = any(f.container_index is not None for v in index.videos for f in v.frames[:1])
     if save_video is None:
         save_video = is_video_file
-    out = Path(out_dir)
+    out = output_folder(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
 
     def video_fps(video: VideoRecord) -> float:
         return float(fps or video.extra.get("fps") or DEFAULT_FPS)

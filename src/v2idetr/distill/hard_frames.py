@@ -45,7 +45,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from v2idetr.atomic import atomic_write_json
-from v2idetr.config import Config
+from v2idetr.config import Config, unlabelled_share
 from v2idetr.data.index import DatasetIndex
 from v2idetr.engine.inference import Predictions, build_eval_loader, predict_loader
 from v2idetr.engine.metrics import resolve_protocol
@@ -124,7 +124,7 @@ def score_frames(teacher: nn.Module, teacher_cfg: Config, student: nn.Module, st
     from one prediction pass of each model."""
     def predict(model: nn.Module, cfg: Config, desc: str) -> Predictions:
         loader = build_eval_loader(cfg, index, batch_size=student_cfg.data.batch_size,
-                                   labelled_only=student_cfg.distill.unlabelled == 0)
+                                   labelled_only=unlabelled_share(student_cfg) == 0)
         return predict_loader(model, PostProcess(student_cfg.eval.num_select), loader, device, progress, desc)
 
     by_teacher = predict(teacher, teacher_cfg, "score frames: teacher")
@@ -190,7 +190,7 @@ def teacher_chosen_weights(out_dir: Path, resuming: bool, student_cfg: Config, t
         out_dir.mkdir(parents=True, exist_ok=True)
         write_weights(path, share, strata, index, scores)
     ids = list(scores)
-    if student_cfg.distill.unlabelled > 0:
+    if unlabelled_share(student_cfg) > 0:
         # the labelled frames keep the detection loss's uniform draw; the choice spends the unlabelled part
         # of each batch where the teacher knows better
         unlabelled = {f.image_id for f in index.frames() if not f.labelled}

@@ -198,26 +198,57 @@ def step_checkpoint_path(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / f"ckpt-{step:08d}.ckpt"
 
 
-def prune_step_checkpoints(out_dir: Path, keep: int, protected: Sequence[int] = ()) -> None:
+def step_checkpoint_files(out_dir: Path) -> list[Path]:
+    """The ``ckpt-<step>.ckpt`` files in ``out_dir``, newest step first."""
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("ckpt-*.ckpt") if (m := _STEP_FILE.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def is_complete(path: Path) -> bool:
+    """Whether a safetensors file holds every byte its header promises (cheap: the header only), so
+    that a truncated file is told apart without loading it."""
+    try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        return Path(path).stat().st_size == 8 + header_len + max(ends, default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def _run_of(path: Path) -> str | None:
+    """The run id in a checkpoint's metadata (None for a checkpoint written before run ids)."""
+    return read_meta(path).get("run_id")
+
+
+def prune_step_checkpoints(out_dir: Path, keep: int, protected: Sequence[int] = (), run_id: str | None = None) -> None:
     """Keep the ``keep`` newest ``ckpt-*.ckpt`` files (``last.ckpt`` and ``best.ckpt`` are separate) and
-    those of the ``protected`` steps, which do not count towards ``keep``."""
-    found = sorted(
-        (int(m.group(1)), p)
-        for p in Path(out_dir).glob("ckpt-*.ckpt")
-        if (m := _STEP_FILE.match(p.name)) and int(m.group(1)) not in protected
-    )
-    for _, old in found[: max(0, len(found) - max(keep, 1))]:
+    those of the ``protected`` steps, which do not count towards ``keep``. With ``run_id`` only the
+    complete checkpoints of that run count and are pruned: a truncated file or another run's never
+    pushes out a usable checkpoint of this run."""
+    found = []
+    for path in step_checkpoint_files(out_dir):
+        step = int(_STEP_FILE.match(path.name).group(1))  # type: ignore[union-attr]
+        if step in protected:
+            continue
+        if run_id is not None:
+            try:
+                if not is_complete(path) or _run_of(path) != run_id:
+                    continue
+            except CheckpointError:
+                continue
+        found.append(path)
+    for old in found[max(keep, 1):]:
         old.unlink(missing_ok=True)
 
 
-def find_resume_checkpoint(out_dir: Path) -> Checkpoint | None:
-    """The newest loadable training checkpoint in ``out_dir``; corrupt ones are reported and skipped."""
+def find_resume_checkpoint(out_dir: Path, run_id: str | None = None) -> Checkpoint | None:
+    """The newest usable training checkpoint in ``out_dir`` (``last.ckpt`` on a tie); corrupt ones,
+    weights-only ones and, with ``run_id``, other runs' are reported and skipped."""
     out_dir = Path(out_dir)
-    candidates = [out_dir / "last.ckpt"] + sorted(
-        (p for p in out_dir.glob("ckpt-*.ckpt") if _STEP_FILE.match(p.name)), reverse=True
-    )
     best: Checkpoint | None = None
-    for path in candidates:
+    for path in [out_dir / "last.ckpt", *step_checkpoint_files(out_dir)]:
         if not path.is_file():
             continue
         try:
@@ -226,6 +257,11 @@ def find_resume_checkpoint(out_dir: Path) -> Checkpoint | None:
             log.warning("skipping unusable checkpoint: %s", exc)
             continue
         if ckpt.optimizer is None:
+            log.warning("skipping %s: weights only, not a training checkpoint", path)
+            continue
+        if run_id is not None and ckpt.meta.get("run_id") != run_id:
+            log.warning("skipping %s: written by run %s, not by this folder's run %s", path,
+                        ckpt.meta.get("run_id") or "(no id)", run_id)
             continue
         if best is None or ckpt.meta.get("step", 0) > best.meta.get("step", 0):
             best = ckpt

@@ -32,13 +32,13 @@ from v2idetr.config import Config, config_to_dict
 from v2idetr.data.clips import ClipDataset, ClipSampling
 from v2idetr.data.collate import Batch, collate_clips
 from v2idetr.data.index import DatasetIndex
-from v2idetr.data.sampler import MixedSampler, ResumableSampler
+from v2idetr.data.sampler import MixedSampler, ResumableSampler, UnlabelledCoverage
 from v2idetr.data.transforms import build_train_transforms
 from v2idetr.engine.checkpoint import (
-    find_resume_checkpoint,
     prune_step_checkpoints,
     restore_rng,
     save_checkpoint,
+    step_checkpoint_files,
     step_checkpoint_path,
 )
 from v2idetr.engine.distributed import (
@@ -55,7 +55,8 @@ from v2idetr.engine.distributed import (
 )
 from v2idetr.engine.evaluator import evaluate
 from v2idetr.engine.inference import build_eval_loader, is_labelled, predict_loader
-from v2idetr.errors import V2IDetrError
+from v2idetr.engine.run_folder import CONFIG_FILE, RunClaim, config_with_run_id, new_run_id, resume_checkpoint
+from v2idetr.errors import DatasetError, Terminated, V2IDetrError
 from v2idetr.models.postprocess import PostProcess
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,7 @@ class Trainer:
         train_clips: ClipSampling | None = None,
         frame_weights: dict[int, float] | None = None,
         unlabelled_per_batch: int = 0,
+        run: RunClaim | None = None,
     ):
         """``train_clips`` overrides the config's clip sampling for the training data only
         (distillation: the teacher's clips for training, the student's key frames for validation);
@@ -251,7 +253,9 @@ class Trainer:
         ``frame_weights``: sampling weight per training key frame's ``image_id`` (default: uniform);
         ``unlabelled_per_batch``: that many unlabelled key frames join the ``data.batch_size`` labelled
         ones of each batch (distillation; 0: the key frames are the labelled frames only, as for every
-        detection loss)."""
+        detection loss); ``run``: what `run_folder.claim_run_folder` decided for ``out_dir`` (the run's
+        id, whose own checkpoints only are resumed from; the old run to delete first); None: any
+        checkpoint is resumed from, and the run gets a new id unless resumed."""
         self.cfg, self.model, self.objective, self.postprocess = cfg, model, objective, postprocess
         self.train_index, self.val_index = train_index, val_index
         self.out_dir = Path(out_dir)
@@ -261,6 +265,8 @@ class Trainer:
         self.train_clips = train_clips or ClipSampling.of(cfg.data)
         self.frame_weights = frame_weights
         self.unlabelled_per_batch = unlabelled_per_batch
+        self.run = run
+        self.run_id = run.run_id if run is not None else None
         # Under torchrun each process has its own GPU; known before fit() so that modules the caller
         # moves to trainer.device (the distillation teacher) land on the right one.
         self.device = local_device(resolve_device(cfg.train.device))
@@ -408,16 +414,27 @@ class Trainer:
         if self.val_index is None or not (self.out_dir / "best.ckpt").exists():
             self._save(self.out_dir / "best.ckpt", state, full=False, weights_from_ema=True)
         self._save(step_checkpoint_path(self.out_dir, state.step), state, full=True)
-        prune_step_checkpoints(self.out_dir, self.cfg.train.keep_last, self.cfg.train.save_steps)
+        prune_step_checkpoints(self.out_dir, self.cfg.train.keep_last, self.cfg.train.save_steps, self.run_id)
         self._save(self.out_dir / "last.ckpt", state, full=True)
         barrier(self.ctx)
 
+    def _save_before_failing(self, state: TrainState, metrics_log: MetricsLog) -> None:
+        """A frame that cannot be read stops the run: keep the steps done since the last checkpoint
+        (one process only: a collective save would wait for the others)."""
+        if state.step == 0 or self.ctx.world_size > 1:
+            return
+        self._checkpoint(state, metrics_log, validate=False)
+        log.error("a training frame could not be read at step %d; saved %s: fix or remove the frame (or set "
+                  "data.skip_invalid=true) and go on with --resume", state.step, self.out_dir / "last.ckpt")
+
     def _resume(self, state: TrainState) -> int | None:
-        """Restore everything from the newest usable checkpoint; the step resumed from, or None."""
-        ckpt = find_resume_checkpoint(self.out_dir)
-        if ckpt is None:
-            log.info("--resume: no usable checkpoint in %s, starting from scratch", self.out_dir)
+        """Restore everything from the run's newest usable checkpoint; the step resumed from, or None
+        when the folder holds no checkpoint (``CheckpointError`` when it holds only unusable ones)."""
+        if not (self.out_dir / "last.ckpt").exists() and not step_checkpoint_files(self.out_dir):
+            log.info("--resume: no checkpoint in %s, starting from scratch", self.out_dir)
             return None
+        ckpt = resume_checkpoint(self.out_dir, self.run_id)
+        self.run_id = self.run_id or ckpt.meta.get("run_id")
         self.model.load_state_dict(ckpt.model)
         if self.extra_modules is not None:
             self.extra_modules.load_state_dict(ckpt.extra)
@@ -446,6 +463,8 @@ class Trainer:
         self.ctx = ctx = init_from_env(self.device.type)
         main = ctx.is_main
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.run is not None:
+            self.run.start(self.out_dir)
         seed_everything(cfg.train.seed + ctx.rank)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -463,12 +482,16 @@ class Trainer:
             best={"metric": cfg.train.best_metric, "value": None, "step": None},
         )
         resume_step = self._resume(state) if resume else None
+        self.run_id = self.run_id or new_run_id()
+        self.meta = {**self.meta, "run_id": self.run_id}
         broadcast_from_main(trainable, ctx)
         metrics_log = MetricsLog(self.out_dir / "metrics.jsonl", resume_step) if main else MetricsLog.disabled()
         if resume_step is None and main:
-            atomic_write_text(self.out_dir / "config.json", json.dumps(config_to_dict(cfg), indent=2))
+            atomic_write_text(self.out_dir / CONFIG_FILE,
+                              json.dumps(config_with_run_id(config_to_dict(cfg), self.run_id), indent=2))
 
         loader, sampler = self._loader()
+        coverage = UnlabelledCoverage(loader.dataset.key_frames) if self.unlabelled_per_batch else None
         batches = _infinite_batches(loader, sampler, state.epoch, state.position)
         self.model.train()
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
@@ -490,7 +513,11 @@ class Trainer:
         )
         with _StopFlag() as stop:
             while state.step < cfg.train.steps:
-                state.epoch, state.position, batch = next(batches)
+                try:
+                    state.epoch, state.position, batch = next(batches)
+                except DatasetError:
+                    self._save_before_failing(state, metrics_log)
+                    raise
                 if state.epoch != epoch_seen:
                     if epoch_n:
                         epoch_loss = mean_over_processes({"loss": epoch_sum / epoch_n}, ctx)
@@ -498,6 +525,8 @@ class Trainer:
                             {"type": "epoch", "epoch": epoch_seen, "step": state.step, **epoch_loss}
                         )
                     epoch_sum, epoch_n, epoch_seen = 0.0, 0, state.epoch
+                if coverage is not None:
+                    coverage.update(batch.targets)
                 batch = batch.to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
                     losses = self.objective(batch)
@@ -541,7 +570,8 @@ class Trainer:
                         window[name] = window.get(name, 0.0) + float(value.detach())
                 window_n += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", ep=state.epoch)
+                bar.set_postfix(loss=f"{loss.item():.3f}", ep=state.epoch,
+                                **({"unlabelled": coverage.describe()} if coverage is not None else {}))
                 if state.step % cfg.train.log_every == 0 or state.step == cfg.train.steps:
                     means = mean_over_processes({k: v / window_n for k, v in window.items()}, ctx)
                     metrics_log.write(
@@ -554,6 +584,7 @@ class Trainer:
                             "grad_norm": float(grad_norm),
                             "skipped_steps": bad_total,
                             "elapsed_s": time.monotonic() - started,
+                            **({"unlabelled_seen": len(coverage.seen)} if coverage is not None else {}),
                         }
                     )
                     window, window_n = {}, 0
@@ -581,7 +612,7 @@ class Trainer:
         if state.step == 0:
             self._checkpoint(state, metrics_log)
         if stop.requested:
-            raise KeyboardInterrupt
+            raise Terminated if stop.requested == "SIGTERM" else KeyboardInterrupt
         return TrainResult(
             self.out_dir,
             state.step,

@@ -93,7 +93,8 @@ class Scan:
         if self.index is None or self.log.fatal or (problems and not skip_invalid):
             hint = ""
             if problems and not self.log.fatal and self.index is not None:
-                hint = "; skip_invalid=True (--skip-invalid) leaves the offending records out"
+                hint = ("; to leave the offending records out: --skip-invalid (data convert, data stats, predict) "
+                        "or data.skip_invalid=true (train, distill)")
             raise DatasetError(problems, header=f"{self.log.file} is not a valid dataset{hint}")
         if problems:
             self.index.skipped.extend(

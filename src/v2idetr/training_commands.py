@@ -6,11 +6,13 @@ import argparse
 import json
 
 from v2idetr import api
+from v2idetr.argtypes import out_folder, positive_int, unit_interval
 
 
 def _train(args: argparse.Namespace) -> int:
     result = api.train(
-        args.config, args.overrides, args.out, resume=args.resume, progress=not args.no_progress
+        args.config, args.overrides, args.out, resume=args.resume, progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print(json.dumps(_result_summary(result)))
     return 0
@@ -28,7 +30,8 @@ def _result_summary(result: api.TrainResult) -> dict:
 
 def _distill(args: argparse.Namespace) -> int:
     result = api.distill(
-        args.teacher, args.config, args.overrides, args.out, resume=args.resume, progress=not args.no_progress
+        args.teacher, args.config, args.overrides, args.out, resume=args.resume, progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print(json.dumps(_result_summary(result)))
     return 0
@@ -71,8 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train from a YAML config; any config key can be overridden as key=value.",
     )
     p.add_argument("--config", required=True, help="YAML file under configs/ (or your own)")
-    p.add_argument("--out", required=True, help="run folder: last.ckpt, best.ckpt, metrics.jsonl")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--out", type=out_folder, required=True, help="run folder: last.ckpt, best.ckpt, metrics.jsonl")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out (checkpoints, val/, logs) and start a new one")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=500")
     p.set_defaults(func=_train)
@@ -84,8 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--teacher", required=True, help="teacher checkpoint (v2idetr train with a teacher config)")
     d.add_argument("--config", required=True, help="the student's YAML config, e.g. configs/student-tiny.yaml")
-    d.add_argument("--out", required=True)
-    d.add_argument("--resume", action="store_true")
+    d.add_argument("--out", type=out_folder, required=True)
+    d.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    d.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out (checkpoints, val/, logs) and start a new one")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("overrides", nargs="*", metavar="key=value")
     d.set_defaults(func=_distill)
@@ -97,16 +104,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--predictions", help="a COCO result JSON (e.g. from v2idetr predict), scored as given"
     )
     e.add_argument("--data", required=True, help="COCO-VID JSON or dataset folder")
-    e.add_argument("--out", default=None, help="folder for metrics.json and pr_curve.png")
+    e.add_argument("--out", type=out_folder, default=None, help="folder for metrics.json and pr_curve.png")
     e.add_argument(
         "--protocol",
         choices=("yona", "strict", "stft"),
         default=None,
         help="image-level protocol (default: the checkpoint config's, normally yona)",
     )
-    e.add_argument("--score-thresh", type=float, default=None, help="override the protocol's score threshold")
-    e.add_argument("--nms-iou", type=float, default=None, help="override the protocol's NMS IoU (1.0 disables NMS)")
+    e.add_argument("--score-thresh", type=unit_interval, default=None, help="override the protocol's score threshold")
+    e.add_argument("--nms-iou", type=unit_interval, default=None, help="override the protocol's NMS IoU (1.0 disables NMS)")
     e.add_argument("--device", default="auto")
-    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--batch-size", type=positive_int, default=None)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_eval)
