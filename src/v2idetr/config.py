@@ -233,6 +233,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data.pop("run_id", None)  # a run folder's config.json (engine/run_folder.py) is a config plus its run id
     includes = data.pop("include", [])
     includes = [includes] if isinstance(includes, str) else list(includes)
     merged: DictConfig = OmegaConf.create({})

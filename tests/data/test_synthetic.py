@@ -246,7 +246,8 @@ def test_distractor_frames_add_a_one_frame_blob_without_an_annotation(us: Path) 
 
 def _echo_profile(shape, wall_band: tuple[float, float]) -> tuple[float, float, float]:
     """Echo (before speckle) inside, on the wall band and far outside a blob of ``shape`` at 128 px."""
-    from v2idetr.data.synthetic import _Lesion, _Ultrasound
+    from v2idetr.data.synthetic.lesions import _Lesion
+    from v2idetr.data.synthetic.presets import _Ultrasound
 
     us_preset = _Ultrasound(np.random.default_rng(0), 128, 192)
     shape.posterior = 0.0  # the blob's own wall and interior, not its column below
@@ -262,7 +263,8 @@ def _echo_profile(shape, wall_band: tuple[float, float]) -> tuple[float, float, 
 
 def test_look_alikes_carry_a_faint_cue_no_lesion_has() -> None:
     """DESIGN section 4: a distractor must be hard but not hopeless for a single frame."""
-    from v2idetr.data.synthetic import _look_alike, _make_shape
+    from v2idetr.data.synthetic.degradations import _look_alike
+    from v2idetr.data.synthetic.lesions import _make_shape
 
     rng = np.random.default_rng(0)
     for _ in range(20):

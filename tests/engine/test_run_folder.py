@@ -11,6 +11,7 @@ import pytest
 
 from v2idetr import api
 from v2idetr.cli import main
+from v2idetr.config import load_config
 from v2idetr.demo import QUICK_MODEL
 from v2idetr.engine.checkpoint import (
     load_checkpoint,
@@ -50,6 +51,8 @@ def test_a_finished_run_is_refused_without_resume_or_overwrite(finished: Path, t
     err = capsys.readouterr().err
     assert "holds run" in err and "Traceback" not in err
     assert _snapshot(finished) == before  # nothing touched
+    # a run's config.json (a config plus its run id) still serves as a --config
+    assert load_config(finished / "config.json").train.steps == 4
 
 
 def test_overwrite_deletes_the_old_run_first(finished: Path, tiny_synth) -> None:

@@ -17,7 +17,8 @@ from v2idetr import api
 from v2idetr.data.synthetic import generate
 from v2idetr.demo import QUICK_MODEL
 from v2idetr.engine.checkpoint import load_checkpoint
-from v2idetr.engine.trainer import TrainingError, lr_factor
+from v2idetr.engine.optim import lr_factor
+from v2idetr.engine.trainer import TrainingError
 from v2idetr.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,7 +284,7 @@ def test_init_from_moves_weights_between_image_models_and_teachers(tiny_synth, t
 
 def test_param_groups_give_the_backbone_and_the_temporal_module_their_own_rates() -> None:
     from v2idetr.config import load_config
-    from v2idetr.engine.trainer import param_groups
+    from v2idetr.engine.optim import param_groups
     from v2idetr.models.build import build_model
 
     cfg = load_config(ROOT / "configs" / "teacher-tiny.yaml", [*QUICK_MODEL, "train.temporal_lr=3e-3"])

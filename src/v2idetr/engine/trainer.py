@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,7 +53,9 @@ from v2idetr.engine.distributed import (
 )
 from v2idetr.engine.evaluator import evaluate
 from v2idetr.engine.inference import build_eval_loader, is_labelled, predict_loader
+from v2idetr.engine.optim import lr_factor, param_groups
 from v2idetr.engine.run_folder import CONFIG_FILE, RunClaim, config_with_run_id, new_run_id, resume_checkpoint
+from v2idetr.engine.run_log import MetricsLog, StopFlag
 from v2idetr.errors import DatasetError, Terminated, V2IDetrError
 from v2idetr.models.postprocess import PostProcess
 
@@ -102,115 +102,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-_PARTS = ("head", "temporal", "backbone")
-
-
-def param_groups(model: nn.Module, cfg: Config) -> list[dict[str, Any]]:
-    """Backbone at ``backbone_lr``, a teacher's temporal module at ``temporal_lr`` (when set), the rest
-    at ``lr``; no weight decay on norms, biases and embeddings."""
-    lrs = {"backbone": cfg.train.backbone_lr, "head": cfg.train.lr, "temporal": cfg.train.temporal_lr}
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith("backbone.body") or ".backbone.body" in name:
-            part = "backbone"
-        elif name.startswith("temporal.") and cfg.train.temporal_lr > 0:
-            part = "temporal"
-        else:
-            part = "head"
-        no_decay = param.ndim <= 1 or "embed" in name or "norm" in name
-        groups.setdefault((part, no_decay), []).append(param)
-    return [
-        {
-            "params": params,
-            "lr": lrs[part],
-            "weight_decay": 0.0 if no_decay else cfg.train.weight_decay,
-            "name": f"{part}{'_no_decay' if no_decay else ''}",
-        }
-        # the order of the groups without temporal_lr is that of older checkpoints' optimiser states
-        for (part, no_decay), params in sorted(groups.items(), key=lambda g: (_PARTS.index(g[0][0]), g[0][1]))
-    ]
-
-
-def lr_factor(step: int, cfg: Config) -> float:
-    """Linear warm-up, then cosine to 1% / step drops by 10x / constant."""
-    t = cfg.train
-    if t.warmup_steps > 0 and step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    if t.schedule == "cosine":
-        span = max(1, t.steps - t.warmup_steps)
-        progress = min(1.0, (step - t.warmup_steps) / span)
-        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if t.schedule == "step":
-        return 0.1 ** sum(step >= int(m * t.steps) for m in t.step_milestones)
-    return 1.0
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to save a checkpoint and stop at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:
-                pass
-        return self
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        log.warning("%s received: saving a checkpoint and stopping after this step", self.requested)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, flushed at once so a crash loses nothing."""
-
-    def __init__(self, path: Path | None, resume_step: int | None):
-        self.path = path
-        if path is None:
-            return
-        if resume_step is not None and path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-        elif path.exists():
-            path.unlink()
-
-    @classmethod
-    def disabled(cls) -> MetricsLog:
-        """A log that writes nothing (processes other than rank 0)."""
-        return cls(None, None)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.path is None:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=_json_default) + "\n")
-            fh.flush()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _infinite_batches(
@@ -511,7 +402,7 @@ class Trainer:
             disable=not (self.progress and main),
             dynamic_ncols=True,
         )
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             while state.step < cfg.train.steps:
                 try:
                     state.epoch, state.position, batch = next(batches)
