@@ -13,6 +13,7 @@ from v2idetr.bench.accuracy import (
     SIZES,
     benchmark_accuracy,
     check_settings,
+    clear_benchmark,
     format_table,
     gap_closed,
     summarise,
@@ -216,11 +217,20 @@ def test_settings_are_written_once_and_checked(tmp_path: Path) -> None:
     run.mkdir(parents=True)
     (run / "last.ckpt").write_bytes(b"")
     check_settings(tmp_path, dict(settings))  # the same settings (tuples read back as lists): accepted
-    with pytest.raises(ConfigError, match=r"bench.json.*overrides: \['data.batch_size=8'\] before, \[\] now"):
+    with pytest.raises(ConfigError, match=r"bench.json.*overrides: \['data.batch_size=8'\] before, \[\] now.*--overwrite"):
         check_settings(tmp_path, {**settings, "overrides": []})
     (tmp_path / "bench.json").write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         check_settings(tmp_path, settings)
+
+
+def test_overwrite_deletes_only_what_a_benchmark_wrote(tmp_path: Path) -> None:
+    for folder in ("runs/baseline/seed-0", "data", "data-test", "data-budget"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("bench.json", "results.json", "results.md", "notes.txt"):
+        (tmp_path / name).write_text("{}")
+    clear_benchmark(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_test_videos_only_with_a_preset(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -95,6 +96,18 @@ def synthetic_splits(out: Path, preset: str, videos: int, frames: int, size: int
 
 
 SETTINGS_FILE = "bench.json"
+# what a benchmark writes into its folder (--overwrite deletes these, nothing else)
+BENCH_OUTPUTS = ("runs", "data", "data-test", "data-budget", SETTINGS_FILE, "results.json", "results.md")
+
+
+def clear_benchmark(out: Path) -> None:
+    """Delete an earlier benchmark's runs, data, settings and tables from ``out`` (``--overwrite``)."""
+    for name in BENCH_OUTPUTS:
+        path = Path(out) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -116,8 +129,8 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
                for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
     if changed:
         raise ConfigError(f"{path}: this folder's runs were made with other settings ({'; '.join(changed)}); "
-                          "its finished runs would be reused, not re-run: give another --out, or the same settings "
-                          "(rows and seeds may differ)")
+                          "its finished runs would be reused, not re-run: give another --out, the same settings "
+                          "(rows and seeds may differ), or --overwrite to delete them first")
 
 
 def _run_dir(out: Path, row: str, seed: int) -> Path:
@@ -301,6 +314,7 @@ def benchmark_accuracy(
     label_every: int = 1,
     unlabelled_videos: int = 0,
     unlabelled: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run every (row, seed) not done yet and write ``results.json`` / ``results.md`` under ``out``.
 
@@ -310,7 +324,8 @@ def benchmark_accuracy(
     1 labelled frame in K per training video, the rest unlabelled (``baseline-all-labels`` keeps every
     label). The archive rows also distil on videos nobody labelled: ``unlabelled_videos`` synthetic
     ones (`synthetic_archive`), or your own archive ``unlabelled`` (``data.unlabelled``). A folder
-    keeps its settings (`check_settings`): only rows and seeds can be added to it.
+    keeps its settings (`check_settings`): only rows and seeds can be added to it; ``overwrite``
+    deletes what an earlier benchmark wrote there (`clear_benchmark`) first.
     """
     if label_every < 1:
         raise ConfigError(f"--label-every {label_every}: expected >= 1 (1: every training frame labelled)")
@@ -338,6 +353,8 @@ def benchmark_accuracy(
         raise ConfigError(f"--test-videos {test_videos}: expected >= 1, and only with a synthetic preset "
                           "(your own data bring their --test file)")
     out = Path(out)
+    if overwrite:
+        clear_benchmark(out)
     out.mkdir(parents=True, exist_ok=True)
     test_videos = test_videos or default_test_videos(synth[0])
     check_settings(out, {

@@ -61,6 +61,7 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         test_videos=args.test_videos,
         overrides=overrides,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
         teacher_steps=args.teacher_steps,
         student_steps=args.student_steps,
         label_every=args.label_every,
@@ -134,6 +135,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--val", default=None, help="validation JSON: chooses the checkpoints")
     a.add_argument("--test", default=None, help="test JSON: the reported numbers (default: val, labelled so)")
     a.add_argument("--threads", type=non_negative_int, default=0)
+    a.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier benchmark in --out (runs, data, tables) first; without it a folder "
+                   "keeps its runs, and only rows and seeds can be added")
     a.add_argument("--no-progress", action="store_true")
     a.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every row")
     a.set_defaults(func=_bench_accuracy)
