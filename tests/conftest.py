@@ -58,6 +58,22 @@ def tiny_checkpoint(tiny_synth: SynthResult, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
+def lite_checkpoint(tiny_synth: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A student-lite image model (ImageNet EfficientNet-Lite0 from the installed package) after 2 steps."""
+    from v2idetr import api
+
+    out = tmp_path_factory.mktemp("lite_ckpt")
+    config = Path(__file__).resolve().parents[1] / "configs" / "student-lite.yaml"
+    api.train(
+        str(config),
+        [*TINY_MODEL, f"data.train={tiny_synth.train_json}", "train.steps=2", "train.eval_every=0"],
+        out,
+        progress=False,
+    )
+    return out / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
 def teacher_ckpt(tiny_synth: SynthResult, tiny_model: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher-tiny video teacher (MSI over 3-frame clips) trained for a few steps."""
     from v2idetr import api

@@ -55,8 +55,8 @@ class ModelConfig:
     """The deformable DETR detector (student / baseline) and, for teachers, the temporal module."""
 
     num_classes: int = 0  # 0: taken from the training data
-    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
-    backbone_weights: str = "none"  # none | imagenet | <path to a state dict>
+    backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | efficientnet_lite0
+    backbone_weights: str = "none"  # none | imagenet (Lite: the installed package's file) | <state dict path>
     backbone_stages: int = 4  # ResNet stages to run (3: stop after C4)
     freeze_backbone_bn: bool = True
     num_feature_levels: int = 4  # C3-C5 (+ extra stride-64 levels)
@@ -196,7 +196,7 @@ class Config:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "coco-vid", "buv", "sun", "sun-seg", "images", "video", "videos"),
     "data.clip_mode": ("adjacent", "random", "global", "past"),
-    "model.backbone": ("resnet18", "resnet34", "resnet50"),
+    "model.backbone": ("resnet18", "resnet34", "resnet50", "efficientnet_lite0"),
     "model.temporal": ("none", "mean", "msi"),
     "distill.tfd_mask": ("gaussian", "binary", "full"),
     "distill.tfd_features": ("memory", "backbone"),

@@ -8,15 +8,13 @@ import torch
 
 from v2idetr.config import DataConfig
 from v2idetr.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Compose,
     ConvertBoxesToCxcywh,
     PhotometricJitter,
     RandomCropKeepBoxes,
     RandomHorizontalFlip,
     RandomResize,
-    ToTensorNormalize,
+    ToTensor,
     build_eval_transforms,
     build_train_transforms,
 )
@@ -169,19 +167,18 @@ def test_photometric_same_factors_for_every_frame() -> None:
     np.testing.assert_array_equal(np.asarray(out[0]), flat[0])
 
 
-def _denormalise(t: torch.Tensor) -> np.ndarray:
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return ((t * std + mean) * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+def _pixels(t: torch.Tensor) -> np.ndarray:
+    assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0  # RGB in [0, 1]: the model normalises
+    return (t * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
 
 
 def test_tensor_and_cxcywh() -> None:
     images, targets = _clip(T=2)
     targets[1]["boxes"] = np.array([[-5, 10, 20, 30], [70, 0, 80, 10]], dtype=np.float32)  # partly / fully out
     targets[1]["labels"] = np.array([0, 1], dtype=np.int64)
-    out, tg = Compose([ToTensorNormalize(), ConvertBoxesToCxcywh()])(images, targets, np.random.default_rng(0))
+    out, tg = Compose([ToTensor(), ConvertBoxesToCxcywh()])(images, targets, np.random.default_rng(0))
     assert out[0].shape == (3, H, W) and out[0].dtype == torch.float32
-    np.testing.assert_array_equal(_denormalise(out[0]), images[0])
+    np.testing.assert_array_equal(_pixels(out[0]), images[0])
     torch.testing.assert_close(tg[0]["boxes"], torch.tensor([[20 / W, 18 / H, 20 / W, 20 / H]]))
     assert tg[0]["size"].tolist() == [H, W] and tg[0]["size"].dtype == torch.int64
     torch.testing.assert_close(tg[1]["boxes"], torch.tensor([[10 / W, 20 / H, 20 / W, 20 / H]]))
@@ -198,7 +195,7 @@ def test_train_pipeline_boxes_follow_pixels(seed: int) -> None:
         assert img.shape == (3, h, w) and min(h, w) in (32, 40, 56) and max(h, w) <= 80
         cx, cy, bw, bh = t["boxes"][0].tolist()
         box = np.array([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
-        np.testing.assert_allclose(box, _painted_box(_denormalise(img)), atol=1.5)
+        np.testing.assert_allclose(box, _painted_box(_pixels(img)), atol=1.5)
         torch.testing.assert_close(img, out[0])
 
 

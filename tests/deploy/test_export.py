@@ -17,7 +17,9 @@ from v2idetr.deploy.predict import predict
 from v2idetr.errors import V2IDetrError
 
 
-def test_onnx_matches_pytorch_with_dynamic_batch(tiny_synth, tiny_checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("checkpoint", ["tiny_checkpoint", "lite_checkpoint"])
+def test_onnx_matches_pytorch_with_dynamic_batch(tiny_synth, checkpoint: str, tmp_path: Path, request) -> None:
+    tiny_checkpoint = request.getfixturevalue(checkpoint)
     frames = [read_frame(f) for f in load_index(tiny_synth.val_json).videos[0].frames[:5]]
     result = export_onnx(tiny_checkpoint, tmp_path / "m.onnx", size=64, sample_frames=frames[:2])
     print(f"ONNX vs PyTorch: max |d score| {result.max_abs_diff_scores:.2e}, max |d box| {result.max_abs_diff_boxes:.2e} px")

@@ -10,6 +10,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from v2idetr.config import ModelConfig
 from v2idetr.errors import ConfigError
+from v2idetr.models import backbone as backbone_module
 from v2idetr.models.backbone import Backbone, group_norm
 from v2idetr.models.position_encoding import PositionEmbeddingSine, box_sine_embedding
 
@@ -119,3 +120,15 @@ def test_box_sine_embedding_separates_coordinates():
     # Only the height changed: the first three 8-feature blocks (y, x, w) agree, the last differs.
     torch.testing.assert_close(emb[0, :24], emb[1, :24])
     assert not torch.allclose(emb[0, 24:], emb[1, 24:])
+
+
+def test_offline_imagenet_resnet_names_the_file_to_give_and_the_lite_backbone(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setitem(backbone_module._RESNETS, "resnet18", (offline, "ResNet18_Weights", (128, 256, 512)))
+    with pytest.raises(ConfigError) as info:
+        Backbone(_cfg(backbone_weights="imagenet"))
+    message = str(info.value)
+    assert "resnet18-f37072fd.pth" in message and "model.backbone_weights=/path/resnet18-f37072fd.pth" in message
+    assert "model.backbone=efficientnet_lite0 model.backbone_weights=imagenet" in message

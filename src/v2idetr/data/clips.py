@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from v2idetr.config import DataConfig
 from v2idetr.data.index import DatasetIndex, FrameRecord
 from v2idetr.data.io import read_frame
-from v2idetr.data.transforms import ClipTransform, Compose, ConvertBoxesToCxcywh, ToTensorNormalize
+from v2idetr.data.transforms import ClipTransform, Compose, ConvertBoxesToCxcywh, ToTensor
 from v2idetr.errors import ConfigError, DatasetError, Problem
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class ClipDataset(Dataset):
             raise ConfigError(f"config key 'train.seed' = {seed}: expected >= 0")
         self.index = index
         self.num_frames, self.mode, self.window, self.stride = num_frames, mode, window, stride
-        self.transforms = transforms if transforms is not None else Compose([ToTensorNormalize(), ConvertBoxesToCxcywh()])
+        self.transforms = transforms if transforms is not None else Compose([ToTensor(), ConvertBoxesToCxcywh()])
         self.all_frame_targets = all_frame_targets
         self.seed = seed
         self.skip_unreadable = skip_unreadable
@@ -197,7 +197,7 @@ class ClipDataset(Dataset):
         targets = [_raw_target(f, img) for f, img in zip(frames, images, strict=True)]
         images, targets = self.transforms(images, targets, rng)
         if not all(isinstance(img, torch.Tensor) and img.ndim == 3 for img in images):
-            raise TypeError("clip transforms must end with ToTensorNormalize (images as [3, h, w] tensors)")
+            raise TypeError("clip transforms must end with ToTensor (images as [3, h, w] tensors)")
         if any("size" not in t for t in targets):
             raise TypeError("clip transforms must end with ConvertBoxesToCxcywh (targets need 'size')")
         targets = [_tensor_target(t) for t in targets]

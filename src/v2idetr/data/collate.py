@@ -17,7 +17,7 @@ def _map_target(target: dict[str, Any], fn: Any) -> dict[str, Any]:
 class Batch:
     """A batch of clips (see docs/ARCHITECTURE.md).
 
-    ``images``        float32 ``[B, T, 3, H, W]`` ImageNet-normalised, zero-padded bottom/right;
+    ``images``        float32 ``[B, T, 3, H, W]`` RGB in [0, 1], zero-padded bottom/right;
                       index 0 along T is the key frame, then support frames in temporal order
     ``masks``         bool ``[B, H, W]`` True on padding (the same for every frame of a clip)
     ``targets``       list of B key-frame target dicts (boxes normalised cxcywh relative to the

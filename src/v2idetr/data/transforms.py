@@ -9,7 +9,8 @@ augmentation is reproducible from (seed, epoch, item) alone.
 
 Geometric transforms must be identical for every frame of a clip: the teacher aligns support
 frames with the key frame, and a per-frame flip or crop would teach it that lesions jump.
-``ToTensorNormalize`` and ``ConvertBoxesToCxcywh`` come last and produce the model's inputs.
+``ToTensor`` and ``ConvertBoxesToCxcywh`` come last and produce the model's inputs: RGB in
+``[0, 1]``. The normalisation a backbone expects is the backbone's own (``models.backbone``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,6 @@ from v2idetr.config import DataConfig
 from v2idetr.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Images = list[Any]
 Targets = list[dict[str, Any]]
@@ -209,15 +207,14 @@ class PhotometricJitter:
         return f"PhotometricJitter(p={self.p}, brightness={self.brightness}, contrast={self.contrast})"
 
 
-class ToTensorNormalize:
-    """Frames to float32 ``[3, h, w]`` tensors in ``[0, 1]``, then ImageNet mean/std normalised."""
+class ToTensor:
+    """Frames to float32 RGB ``[3, h, w]`` tensors in ``[0, 1]`` (the model normalises them itself)."""
 
     def __call__(self, images: Images, targets: Targets, rng: np.random.Generator) -> tuple[Images, Targets]:
-        out = [TF.normalize(TF.to_tensor(_pil(img).convert("RGB")), IMAGENET_MEAN, IMAGENET_STD) for img in images]
-        return out, targets
+        return [TF.to_tensor(_pil(img).convert("RGB")) for img in images], targets
 
     def __repr__(self) -> str:
-        return "ToTensorNormalize()"
+        return "ToTensor()"
 
 
 class ConvertBoxesToCxcywh:
@@ -280,11 +277,11 @@ def build_train_transforms(cfg: DataConfig) -> Compose:
     steps.append(RandomResize(cfg.train_sizes, cfg.max_size or None))
     if cfg.photometric > 0:
         steps.append(PhotometricJitter(cfg.photometric))
-    steps += [ToTensorNormalize(), ConvertBoxesToCxcywh()]
+    steps += [ToTensor(), ConvertBoxesToCxcywh()]
     return Compose(steps)
 
 
 def build_eval_transforms(cfg: DataConfig) -> Compose:
     """Deterministic: resize to ``test_size`` (long side capped at ``max_size``), tensor, cxcywh."""
     _check_sizes(cfg)
-    return Compose([RandomResize([cfg.test_size], cfg.max_size or None), ToTensorNormalize(), ConvertBoxesToCxcywh()])
+    return Compose([RandomResize([cfg.test_size], cfg.max_size or None), ToTensor(), ConvertBoxesToCxcywh()])

@@ -1,4 +1,4 @@
-"""The deployable image model: normalisation, padding mask, detector and top-k post-processing in one module.
+"""The deployable image model: padding mask, detector (normalisation included) and top-k in one module.
 
 Everything between "resized RGB pixels in [0, 1]" and "scored boxes in original-frame pixels" is
 inside ``forward``, free of Python loops over images and of data-dependent control flow, so the same
@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from v2idetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from v2idetr.models.postprocess import PostProcess
 
 
@@ -28,16 +27,12 @@ class InferenceModel(nn.Module):
         super().__init__()
         self.detector = detector
         self.postprocess = PostProcess(num_select)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Tensor, image_sizes: Tensor, orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         H, W = images.shape[-2:]
         rows = torch.arange(H, device=images.device).view(1, H, 1)
         cols = torch.arange(W, device=images.device).view(1, 1, W)
         valid = (rows < image_sizes[:, 0].view(-1, 1, 1)) & (cols < image_sizes[:, 1].view(-1, 1, 1))
-        # Zero padding after normalisation, exactly as the training/eval collate pads normalised frames.
-        keep = valid.view(valid.shape[0], *([1] * (images.dim() - 3)), H, W).to(images.dtype)
-        pixels = (images - self.mean) / self.std * keep
-        outputs = self.detector(pixels, ~valid)
+        # The detector's backbone normalises the pixels as its trunk expects and zeroes the padding.
+        outputs = self.detector(images, ~valid)
         return self.postprocess.forward_batched(outputs["pred_logits"], outputs["pred_boxes"], orig_sizes)

@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from v2idetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
 KINDS = ("blur", "noise", "low_contrast", "overexposed")
 
 
@@ -54,12 +52,10 @@ def degrade(img: Tensor, kind: str) -> Tensor:
 
 
 def degrade_key_frames(images: Tensor, masks: Tensor, p: float) -> Tensor:
-    """``images [B, 3, H, W]`` ImageNet-normalised and zero-padded (``masks [B, H, W]``, True on
+    """``images [B, 3, H, W]`` RGB in ``[0, 1]`` and zero-padded (``masks [B, H, W]``, True on
     padding) -> a copy whose frames are each degraded with probability ``p`` on their valid region."""
     if p <= 0.0:
         return images
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
     out = images.clone()
     for b in range(images.shape[0]):
         if float(torch.rand(())) >= p:
@@ -67,6 +63,5 @@ def degrade_key_frames(images: Tensor, masks: Tensor, p: float) -> Tensor:
         valid = ~masks[b]
         h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
         kind = KINDS[int(torch.randint(len(KINDS), ()))]
-        frame = images[b, :, :h, :w] * std + mean
-        out[b, :, :h, :w] = (degrade(frame, kind) - mean) / std
+        out[b, :, :h, :w] = degrade(images[b, :, :h, :w], kind)
     return out

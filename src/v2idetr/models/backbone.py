@@ -1,10 +1,16 @@
-"""ResNet backbone and the multi-scale input projections of the deformable DETR.
+"""Backbone (ResNet or EfficientNet-Lite0) and the multi-scale input projections of the deformable DETR.
 
 ``Backbone(images [B, 3, H, W], masks [B, H, W]) -> FeatureMaps`` with ``num_feature_levels``
-levels, all of width ``hidden_dim``: the ResNet's C3, C4(, C5) (strides 8, 16(, 32)) projected by
+levels, all of width ``hidden_dim``: the trunk's C3, C4(, C5) (strides 8, 16(, 32)) projected by
 1x1 conv + GroupNorm, then extra levels made by 3x3 stride-2 conv + GroupNorm, each halving the
-resolution again. The ResNet trunk is ``Backbone.body`` (a torchvision ResNet, so its state dict
-keys are torchvision's); the trainer gives parameters named ``backbone.body.*`` the backbone LR.
+resolution again. The trunk is ``Backbone.body`` (a torchvision ResNet or timm's Lite0 feature
+net, so its state dict keys are theirs); the trainer gives parameters named ``backbone.body.*`` the
+backbone LR.
+
+Images come in as RGB in ``[0, 1]``, zero-padded; the backbone applies the normalisation its trunk
+was trained with (ImageNet mean/std for ResNets, 0.5/0.5 for Lite) and keeps the padding at zero.
+Because it is part of the model, training, ``eval``, ``predict``, the Python API and the ONNX graph
+cannot disagree about it.
 """
 
 from __future__ import annotations
@@ -22,9 +28,13 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from v2idetr.config import ModelConfig
 from v2idetr.errors import ConfigError
+from v2idetr.models import efficientnet_lite
 from v2idetr.models.position_encoding import PositionEmbeddingSine
 
 log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _RESNETS = {
     "resnet18": (torchvision.models.resnet18, "ResNet18_Weights", (128, 256, 512)),
@@ -52,13 +62,20 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
+def input_normalisation(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of RGB in ``[0, 1]`` that the trunk ``backbone`` was trained with."""
+    if backbone == efficientnet_lite.NAME:
+        return efficientnet_lite.MEAN, efficientnet_lite.STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 def _load_state_dict(path: str) -> dict[str, Tensor]:
-    """A ResNet state dict from a local file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    """A state dict from a local file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(
             f"config key 'model.backbone_weights' = {path!r}: expected 'none', 'imagenet' or the path of "
-            "a ResNet state dict file, and no such file exists"
+            "a state dict file, and no such file exists"
         )
     try:
         if file.suffix == ".safetensors":
@@ -90,9 +107,12 @@ def build_resnet(name: str, weights: str, frozen_bn: bool) -> nn.Module:
         try:
             return factory(weights=enum, norm_layer=norm_layer)
         except OSError as exc:  # urllib's URLError included: no connection, proxy, DNS
+            file = enum.url.rsplit("/", 1)[-1]
             raise ConfigError(
                 f"model.backbone_weights = 'imagenet': torchvision could not download the {name} weights "
-                f"({exc}). Offline, give a local file (model.backbone_weights=/path/{name}.pth) or 'none'"
+                f"({exc}). Offline, copy {file} ({enum.url}) to this machine and give it as "
+                f"model.backbone_weights=/path/{file}, or use the backbone that installs with v2idetr: "
+                "model.backbone=efficientnet_lite0 model.backbone_weights=imagenet (configs/student-lite.yaml)"
             ) from exc
     net = factory(weights=None, norm_layer=norm_layer)
     if weights != "none":
@@ -114,11 +134,17 @@ def build_resnet(name: str, weights: str, frozen_bn: bool) -> nn.Module:
     return net
 
 
-class Backbone(nn.Module):
-    """ResNet trunk + projections to ``hidden_dim`` + sine position encoding.
+def _resnet_frozen_when_pretrained(name: str) -> bool:
+    """Parameters a pretrained ResNet keeps as loaded: the stem and ``layer1``."""
+    return not name.startswith(("layer2", "layer3", "layer4"))
 
-    With pretrained weights the stem and ``layer1`` are frozen (as in DETR: they change little and
-    cost the most backward time at full resolution); trained from scratch, everything learns.
+
+class Backbone(nn.Module):
+    """Trunk + projections to ``hidden_dim`` + sine position encoding.
+
+    With pretrained weights the stem and the first stage(s) are frozen (ResNet: ``layer1``; Lite:
+    the stride-2 and stride-4 blocks; as in DETR: they change little and cost the most backward
+    time at full resolution); trained from scratch, everything learns.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -131,17 +157,30 @@ class Backbone(nn.Module):
             )
         if cfg.hidden_dim % 4:
             raise ConfigError(f"config key 'model.hidden_dim' = {cfg.hidden_dim}: expected a multiple of 4")
-        self.body = build_resnet(cfg.backbone, cfg.backbone_weights, cfg.freeze_backbone_bn)
-        self.body.fc = nn.Identity()
-        self.body.avgpool = nn.Identity()
-        if cfg.backbone_stages == 3:
-            self.body.layer4 = nn.Identity()
+        self.is_lite = cfg.backbone == efficientnet_lite.NAME
+        if self.is_lite:
+            self.body = efficientnet_lite.build_trunk(
+                cfg.backbone_weights, cfg.freeze_backbone_bn, cfg.backbone_stages, _load_state_dict
+            )
+            frozen = efficientnet_lite.frozen_when_pretrained
+            all_channels = efficientnet_lite.CHANNELS
+        else:
+            self.body = build_resnet(cfg.backbone, cfg.backbone_weights, cfg.freeze_backbone_bn)
+            self.body.fc = nn.Identity()
+            self.body.avgpool = nn.Identity()
+            if cfg.backbone_stages == 3:
+                self.body.layer4 = nn.Identity()
+            frozen = _resnet_frozen_when_pretrained
+            all_channels = _RESNETS[cfg.backbone][2]
         if cfg.backbone_weights != "none":
             for name, param in self.body.named_parameters():
-                if not name.startswith(("layer2", "layer3", "layer4")):
+                if frozen(name):
                     param.requires_grad_(False)
+        mean, std = input_normalisation(cfg.backbone)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.num_stages = cfg.backbone_stages
-        channels = list(_RESNETS[cfg.backbone][2][: cfg.backbone_stages - 1])
+        channels = list(all_channels[: cfg.backbone_stages - 1])
         strides = [8, 16, 32][: cfg.backbone_stages - 1]
         # With fewer levels than backbone outputs, keep the coarsest (Deformable DETR's single scale is C5).
         self.first_used = max(0, len(channels) - cfg.num_feature_levels)
@@ -162,17 +201,24 @@ class Backbone(nn.Module):
             nn.init.xavier_uniform_(layer[0].weight, gain=1)
             nn.init.zeros_(layer[0].bias)
 
+    def normalise(self, images: Tensor, masks: Tensor) -> Tensor:
+        """RGB in ``[0, 1]`` -> the trunk's normalisation, with the padding (``masks`` True) at zero."""
+        valid = (~masks)[:, None].to(images.dtype)
+        return (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype) * valid
+
     def trunk(self, images: Tensor) -> list[Tensor]:
-        """``images [B, 3, H, W]`` -> C3, C4(, C5) raw ResNet features (strides 8, 16(, 32))."""
+        """Normalised ``images [B, 3, H, W]`` -> C3, C4(, C5) raw trunk features (strides 8, 16(, 32))."""
         b = self.body
+        if self.is_lite:
+            return b(images)
         x = b.maxpool(b.relu(b.bn1(b.conv1(images))))
         c3 = b.layer2(b.layer1(x))
         c4 = b.layer3(c3)
         return [c3, c4] if self.num_stages == 3 else [c3, c4, b.layer4(c4)]
 
     def forward(self, images: Tensor, masks: Tensor) -> FeatureMaps:
-        """``images [B, 3, H, W]``, ``masks [B, H, W]`` (True on padding) -> ``FeatureMaps``."""
-        feats = self.trunk(images)[self.first_used :]
+        """``images [B, 3, H, W]`` RGB in ``[0, 1]``, ``masks [B, H, W]`` (True on padding) -> ``FeatureMaps``."""
+        feats = self.trunk(self.normalise(images, masks))[self.first_used :]
         srcs = [proj(f) for proj, f in zip(self.input_proj, feats, strict=False)]
         x = feats[-1]
         for proj in self.input_proj[len(feats) :]:

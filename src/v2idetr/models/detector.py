@@ -107,7 +107,7 @@ class Detector(nn.Module):
         )
 
     def extract_features(self, images: Tensor, masks: Tensor) -> FeatureMaps:
-        """``images [B, 3, H, W]`` (ImageNet-normalised), ``masks [B, H, W]`` True on padding."""
+        """``images [B, 3, H, W]`` RGB in [0, 1] (the backbone normalises), ``masks [B, H, W]`` True on padding."""
         return self.backbone(images, masks)
 
     def encode(self, features: FeatureMaps) -> Memory:
