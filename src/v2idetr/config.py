@@ -154,6 +154,9 @@ class TrainConfig:
     step_milestones: list[float] = field(default_factory=lambda: [0.8])  # fractions of steps
     clip_grad: float = 0.1
     amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    # recompute encoder, MSI and decoder layer activations in the backward pass instead of keeping
+    # them: less memory for the same gradients, about a third more compute per step
+    activation_checkpointing: bool = False
     ema: float = 0.0  # EMA decay, 0 disables
     eval_every: int = 500
     log_every: int = 20

@@ -292,3 +292,11 @@ def test_every_row_is_a_valid_config_and_ablations_change_one_thing() -> None:
             assert changed == {o.split("=")[0] for o in row.overrides}, row.name
     no_proposals = load_config(shipped_configs() / files["student"], list(ROWS["student-no-proposals"].overrides))
     assert no_proposals.distill.cqd_proposals == 0.0
+
+
+def test_every_size_is_a_shipped_student_and_its_teacher() -> None:
+    for size, (student, teacher) in SIZES.items():
+        s, t = load_config(shipped_configs() / student), load_config(shipped_configs() / teacher)
+        assert s.data.num_frames == 1 and t.data.num_frames > 1 and t.model.temporal != "none", size
+        assert s.model.backbone == t.model.backbone and s.model.hidden_dim == t.model.hidden_dim, size
+    assert load_config(shipped_configs() / SIZES["lite"][0]).model.backbone == "efficientnet_lite0"

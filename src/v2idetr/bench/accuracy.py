@@ -37,7 +37,11 @@ from v2idetr.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SIZES = {"tiny": ("student-tiny.yaml", "teacher-tiny.yaml"), "r50": ("student-r50.yaml", "teacher-r50.yaml")}
+SIZES = {
+    "tiny": ("student-tiny.yaml", "teacher-tiny.yaml"),
+    "lite": ("student-lite.yaml", "teacher-lite.yaml"),
+    "r50": ("student-r50.yaml", "teacher-r50.yaml"),
+}
 METRICS = ("AP", "AP50", "AP75", "f1", "AP50_degraded", "AP50_degraded_one_frame", "AP50_one_frame_suffices")
 # the share of the baseline-to-teacher gap is reported for these
 GAP_METRICS = ("AP50", "AP50_degraded", "AP50_degraded_one_frame", "AP50_one_frame_suffices")

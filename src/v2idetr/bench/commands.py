@@ -123,7 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--unlabelled", default=None, metavar="PATH",
                    help="your own archive of unlabelled videos (with --train/--val): data.unlabelled of the "
                    "student-archive rows")
-    a.add_argument("--size", default="tiny", choices=("tiny", "r50"), help="tiny (CPU, minutes) or r50 (GPU)")
+    a.add_argument("--size", default="tiny", choices=("tiny", "lite", "r50"),
+                   help="tiny (CPU, 128 px, from scratch), lite (CPU, 256 px, pretrained EfficientNet-Lite0) or r50 (GPU)")
     a.add_argument("--preset", default="ultrasound", choices=("ultrasound", "colonoscopy"))
     a.add_argument("--videos", type=positive_int, default=40, help="synthetic train+val videos")
     a.add_argument("--frames", type=positive_int, default=48, help="frames per synthetic video")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from v2idetr.atomic import atomic_write_text
 
@@ -78,3 +80,28 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class Throughput:
+    """Training frames per second over each logging window, and the device's peak memory so far.
+
+    Logged with every ``train`` line of ``metrics.jsonl`` so a user can size a run (batch, frame
+    size, ``train.activation_checkpointing``) from its first minute.
+    """
+
+    def __init__(self, device: torch.device, world_size: int):
+        self.device, self.world_size = device, world_size
+        self.frames = 0
+        self.since = time.monotonic()
+
+    def add(self, frames: int) -> None:
+        self.frames += frames
+
+    def take(self) -> dict[str, float]:
+        """Numbers since the last call (frames over every process), then a new window."""
+        now = time.monotonic()
+        out = {"frames_per_s": self.frames * self.world_size / max(now - self.since, 1e-9)}
+        if self.device.type == "cuda":
+            out["peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self.frames, self.since = 0, now
+        return out

@@ -55,7 +55,7 @@ from v2idetr.engine.evaluator import evaluate
 from v2idetr.engine.inference import build_eval_loader, is_labelled, predict_loader
 from v2idetr.engine.optim import lr_factor, param_groups
 from v2idetr.engine.run_folder import CONFIG_FILE, RunClaim, config_with_run_id, new_run_id, resume_checkpoint
-from v2idetr.engine.run_log import MetricsLog, StopFlag
+from v2idetr.engine.run_log import MetricsLog, StopFlag, Throughput
 from v2idetr.errors import DatasetError, Terminated, V2IDetrError
 from v2idetr.models.postprocess import PostProcess
 
@@ -393,6 +393,7 @@ class Trainer:
         started = time.monotonic()
         window: dict[str, float] = {}
         window_n = 0
+        throughput = Throughput(self.device, ctx.world_size)
         epoch_sum, epoch_n, epoch_seen = 0.0, 0, state.epoch
         stop_reason: str | None = None
         bar = tqdm(
@@ -460,6 +461,7 @@ class Trainer:
                     if not name[-1].isdigit():  # per-layer auxiliary terms stay out of the log
                         window[name] = window.get(name, 0.0) + float(value.detach())
                 window_n += 1
+                throughput.add(int(batch.images.shape[0]))
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", ep=state.epoch,
                                 **({"unlabelled": coverage.describe()} if coverage is not None else {}))
@@ -475,6 +477,7 @@ class Trainer:
                             "grad_norm": float(grad_norm),
                             "skipped_steps": bad_total,
                             "elapsed_s": time.monotonic() - started,
+                            **throughput.take(),
                             **({"unlabelled_seen": len(coverage.seen)} if coverage is not None else {}),
                         }
                     )

@@ -16,6 +16,7 @@ from v2idetr.models.criterion import SetCriterion, build_criterion
 from v2idetr.models.detector import build_detector
 from v2idetr.models.postprocess import PostProcess
 from v2idetr.models.teacher import VideoTeacher
+from v2idetr.models.transformer import set_activation_checkpointing
 
 
 @dataclass
@@ -32,8 +33,11 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
             f"model.num_classes = {num_classes}: expected >= 1 (0 means: take it from the data)"
         )
     if cfg.model.temporal != "none":
-        return VideoTeacher(cfg.model, num_classes, cfg.data.num_frames)
-    return build_detector(cfg.model, num_classes)
+        model: nn.Module = VideoTeacher(cfg.model, num_classes, cfg.data.num_frames)
+    else:
+        model = build_detector(cfg.model, num_classes)
+    set_activation_checkpointing(model, cfg.train.activation_checkpointing)
+    return model
 
 
 def build(cfg: Config, num_classes: int) -> Built:

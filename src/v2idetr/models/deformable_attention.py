@@ -18,28 +18,38 @@ repeated, reference points ``[B, Q, T * L, 2|4]``) and reuse ``MSDeformAttn`` un
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+LevelSizes = tuple[tuple[int, int], ...]
 
-def _level_sizes(spatial_shapes: Tensor) -> list[tuple[int, int]]:
-    """``[L, 2]`` (h, w) -> python ints (constants in an ONNX trace: export at a fixed input size)."""
-    return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+
+def level_sizes(spatial_shapes: LevelSizes | Tensor) -> LevelSizes:
+    """``(h, w)`` of every level as Python ints.
+
+    The model passes them as Python ints known from the input size (``transformer.spatial_layout``):
+    no host sync in ``forward``, constants in an ONNX trace and in a ``torch.compile`` graph. A
+    ``[L, 2]`` tensor is still accepted (it costs a sync) for callers that have one.
+    """
+    if isinstance(spatial_shapes, Tensor):
+        return tuple((int(h), int(w)) for h, w in spatial_shapes.tolist())
+    return tuple((int(h), int(w)) for h, w in spatial_shapes)
 
 
 def ms_deform_attn(
     value: Tensor,
-    spatial_shapes: Tensor,
-    level_start_index: Tensor,
+    spatial_shapes: LevelSizes | Tensor,
+    level_start_index: Sequence[int] | Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
     """Deformable attention core.
 
     value               [B, S, H, Dh]  S = sum_l h_l * w_l, levels flattened row-major, finest first
-    spatial_shapes      [L, 2] long    (h_l, w_l)
+    spatial_shapes      L x (h_l, w_l) Python ints (or an [L, 2] long tensor)
     level_start_index   [L] long       offset of each level in S (implied by the shapes; kept for
                                        the familiar signature)
     sampling_locations  [B, Q, H, L, P, 2]  (x, y) in [0, 1]
@@ -49,7 +59,7 @@ def ms_deform_attn(
     del level_start_index
     b, _, n_heads, head_dim = value.shape
     _, q, _, n_levels, n_points, _ = sampling_locations.shape
-    sizes = _level_sizes(spatial_shapes)
+    sizes = level_sizes(spatial_shapes)
     values = value.split([h * w for h, w in sizes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
     sampled = []
@@ -65,8 +75,8 @@ def ms_deform_attn(
 
 def ms_deform_attn_reference(
     value: Tensor,
-    spatial_shapes: Tensor,
-    level_start_index: Tensor,
+    spatial_shapes: LevelSizes | Tensor,
+    level_start_index: Sequence[int] | Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
@@ -79,7 +89,7 @@ def ms_deform_attn_reference(
     _, q, _, n_levels, n_points, _ = sampling_locations.shape
     out = value.new_zeros(b, q, n_heads, head_dim)
     for lvl in range(n_levels):
-        h, w = (int(s) for s in spatial_shapes[lvl])
+        h, w = level_sizes(spatial_shapes)[lvl]
         start = int(level_start_index[lvl])
         fmap = value[:, start : start + h * w].reshape(b, h, w, n_heads, head_dim)
         for p in range(n_points):
@@ -107,7 +117,7 @@ class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module.
 
     ``forward(query [B, Q, D], reference_points [B, Q, L, 2|4], value_input [B, S, D],
-    spatial_shapes [L, 2], level_start_index [L], input_padding_mask [B, S] | None) -> [B, Q, D]``.
+    spatial_shapes L x (h, w), level_start_index L, input_padding_mask [B, S] | None) -> [B, Q, D]``.
 
     Reference points are normalised ``(x, y)`` (offsets then count in pixels of each level) or
     boxes ``(cx, cy, w, h)`` (offsets count in ``w / n_points / 2``, ``h / n_points / 2`` units,
@@ -143,12 +153,14 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
 
-    def sampling_locations(self, query: Tensor, reference_points: Tensor, spatial_shapes: Tensor) -> Tensor:
+    def sampling_locations(
+        self, query: Tensor, reference_points: Tensor, spatial_shapes: LevelSizes | Tensor
+    ) -> Tensor:
         """``[B, Q, H, L, P, 2]`` normalised (x, y) sampling locations for each query."""
         b, q, _ = query.shape
         offsets = self.sampling_offsets(query).view(b, q, self.n_heads, self.n_levels, self.n_points, 2)
         if reference_points.shape[-1] == 2:
-            normaliser = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
+            normaliser = offsets.new_tensor([(w, h) for h, w in level_sizes(spatial_shapes)])
             return (
                 reference_points[:, :, None, :, None, :] + offsets / normaliser[None, None, None, :, None, :]
             )
@@ -165,8 +177,8 @@ class MSDeformAttn(nn.Module):
         query: Tensor,
         reference_points: Tensor,
         value_input: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        spatial_shapes: LevelSizes | Tensor,
+        level_start_index: Sequence[int] | Tensor,
         input_padding_mask: Tensor | None = None,
     ) -> Tensor:
         b, q, _ = query.shape

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from v2idetr.config import ModelConfig
 from v2idetr.errors import ConfigError
 from v2idetr.models.backbone import Backbone, FeatureMaps
+from v2idetr.models.deformable_attention import LevelSizes
 from v2idetr.models.denoising import DenoisingGenerator
 from v2idetr.models.transformer import (
     DeformableDecoder,
@@ -51,23 +52,23 @@ class Memory:
 
     memory             [B, S, D]
     mask               [B, S] bool, True on padding
-    spatial_shapes     [L, 2] long (h_l, w_l)
-    level_start_index  [L] long
+    spatial_shapes     L x (h_l, w_l) Python ints
+    level_start_index  L Python ints
     valid_ratios       [B, L, 2] (w, h) unpadded fraction of each level
     pos                [B, S, D] sine position + level embedding the encoder used
     """
 
     memory: Tensor
     mask: Tensor
-    spatial_shapes: Tensor
-    level_start_index: Tensor
+    spatial_shapes: LevelSizes
+    level_start_index: tuple[int, ...]
     valid_ratios: Tensor
     pos: Tensor
 
     def levels(self) -> list[Tensor]:
         """The memory back as L maps ``[B, D, h_l, w_l]`` (for feature distillation)."""
         b, _, d = self.memory.shape
-        sizes = [(int(h), int(w)) for h, w in self.spatial_shapes.tolist()]
+        sizes = self.spatial_shapes
         chunks = self.memory.split([h * w for h, w in sizes], dim=1)
         return [c.transpose(1, 2).reshape(b, d, h, w) for c, (h, w) in zip(chunks, sizes, strict=True)]
 

@@ -27,8 +27,16 @@ import torch
 from torch import Tensor, nn
 
 from v2idetr.models.backbone import FeatureMaps
-from v2idetr.models.deformable_attention import MSDeformAttn
-from v2idetr.models.transformer import FFN, DeformableEncoder, flatten_levels, spatial_layout, valid_ratios
+from v2idetr.models.deformable_attention import LevelSizes, MSDeformAttn
+from v2idetr.models.transformer import (
+    FFN,
+    DeformableEncoder,
+    LayerStack,
+    flatten_levels,
+    level_layout,
+    spatial_layout,
+    valid_ratios,
+)
 
 
 def split_frames(features: FeatureMaps, num_frames: int) -> list[FeatureMaps]:
@@ -76,8 +84,8 @@ class MSILayer(nn.Module):
         query_pos: Tensor,
         reference_points: Tensor,
         values: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        spatial_shapes: LevelSizes,
+        level_start_index: tuple[int, ...],
         padding_mask: Tensor,
     ) -> Tensor:
         """``query [B, S, D]`` key-frame tokens, ``values [B, T*S, D]``, ``reference_points
@@ -88,7 +96,7 @@ class MSILayer(nn.Module):
         return self.ffn(self.norm(query + self.dropout(attn)))
 
 
-class MSITemporal(nn.Module):
+class MSITemporal(LayerStack):
     """Stack of ``MSILayer`` over a clip of ``num_frames`` frames with ``n_levels`` levels each."""
 
     def __init__(
@@ -127,10 +135,7 @@ class MSITemporal(nn.Module):
         ratios = valid_ratios(key.masks)  # the same padding for every frame of a clip
         ref = DeformableEncoder.reference_points(shapes, ratios)  # [B, S, L, 2]
         ref = ref.repeat(1, 1, self.num_frames, 1)  # [B, S, T*L, 2] (frame-major)
-        all_shapes = shapes.repeat(self.num_frames, 1)
-        all_starts = torch.cat(
-            [all_shapes.new_zeros(1), (all_shapes[:, 0] * all_shapes[:, 1]).cumsum(0)[:-1]]
-        )
+        all_shapes, all_starts = level_layout(shapes * self.num_frames)  # frame-major
         mask = flatten_levels(key.masks)
         all_mask = mask.repeat(1, self.num_frames)
         pos = flatten_levels(key.pos)
@@ -139,6 +144,6 @@ class MSITemporal(nn.Module):
         x = flatten_levels(key.srcs)
         for i, layer in enumerate(self.layers):
             values = torch.cat([x + embed[0], *support], 1)
-            update = layer(x, pos + embed[0], ref, values, all_shapes, all_starts, all_mask)
+            update = self.run_layer(layer, x, pos + embed[0], ref, values, all_shapes, all_starts, all_mask)
             x = update if self.gates is None else x + self.gates[i](update - x)
         return FeatureMaps(srcs=_unflatten_levels(x, key.srcs), masks=key.masks, pos=key.pos)

@@ -2,7 +2,9 @@
 
 Conventions
 - Flattened multi-level tokens: ``[B, S, D]`` with ``S = sum_l h_l * w_l``, levels finest first,
-  each level row-major; ``spatial_shapes [L, 2]`` = (h_l, w_l), ``level_start_index [L]``.
+  each level row-major; ``spatial_shapes`` = L x (h_l, w_l) and ``level_start_index`` = L offsets,
+  both Python ints known from the input size: no host sync in ``forward``, so ``torch.compile``
+  keeps one graph and a CUDA graph can replay it.
 - ``valid_ratios [B, L, 2]`` = (w, h) fraction of each level that is not padding.
 - Boxes are normalised ``cx, cy, w, h`` relative to the *unpadded* image ("sigmoid space");
   the box heads predict deltas in inverse-sigmoid space. Before sampling, a box is multiplied
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-from v2idetr.models.deformable_attention import MSDeformAttn
+from v2idetr.models.deformable_attention import LevelSizes, MSDeformAttn
 from v2idetr.models.position_encoding import box_sine_embedding
 
 
@@ -79,12 +83,41 @@ def flatten_levels(maps: list[Tensor]) -> Tensor:
     return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
 
 
-def spatial_layout(maps: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """``spatial_shapes [L, 2]`` (h, w) and ``level_start_index [L]`` of a list of ``[..., h, w]`` maps."""
-    device = maps[0].device
-    shapes = torch.as_tensor([tuple(m.shape[-2:]) for m in maps], dtype=torch.long, device=device)
-    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
-    return shapes, starts
+class LayerStack(nn.Module):
+    """Base of the layer stacks (encoder, decoder, MSI) that can recompute activations.
+
+    With ``activation_checkpointing`` on, each layer keeps only its inputs during a training
+    forward pass and recomputes the rest in backward (PyTorch's non-reentrant checkpoint, which
+    replays dropout's random numbers): the same gradients for less memory.
+    """
+
+    activation_checkpointing: bool = False
+
+    def run_layer(self, layer: nn.Module, *args: Any) -> Any:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Turn activation checkpointing on or off in every layer stack of ``model``."""
+    for module in model.modules():
+        if isinstance(module, LayerStack):
+            module.activation_checkpointing = enabled
+
+
+def spatial_layout(maps: list[Tensor]) -> tuple[LevelSizes, tuple[int, ...]]:
+    """``spatial_shapes`` L x (h, w) and ``level_start_index`` (L offsets) of ``[..., h, w]`` maps,
+    as Python ints read from the shapes (never from tensor values)."""
+    return level_layout(tuple((int(m.shape[-2]), int(m.shape[-1])) for m in maps))
+
+
+def level_layout(sizes: LevelSizes) -> tuple[LevelSizes, tuple[int, ...]]:
+    """``(sizes, starts)``: each level's offset in the flattened tokens."""
+    starts = [0]
+    for h, w in sizes[:-1]:
+        starts.append(starts[-1] + h * w)
+    return sizes, tuple(starts)
 
 
 def valid_ratios(masks: list[Tensor]) -> Tensor:
@@ -98,10 +131,10 @@ def valid_ratios(masks: list[Tensor]) -> Tensor:
     return torch.stack(ratios, 1)
 
 
-def level_grids(spatial_shapes: Tensor, device: torch.device) -> list[Tensor]:
+def level_grids(spatial_shapes: LevelSizes, device: torch.device) -> list[Tensor]:
     """Pixel-centre coordinates of every level: L x ``[h_l * w_l, 2]`` (x, y) in pixels."""
     grids = []
-    for h, w in spatial_shapes.tolist():
+    for h, w in spatial_shapes:
         ys, xs = torch.meshgrid(
             torch.arange(h, dtype=torch.float32, device=device) + 0.5,
             torch.arange(w, dtype=torch.float32, device=device) + 0.5,
@@ -128,8 +161,8 @@ class EncoderLayer(nn.Module):
         src: Tensor,
         pos: Tensor,
         reference_points: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        spatial_shapes: LevelSizes,
+        level_start_index: tuple[int, ...],
         padding_mask: Tensor | None,
     ) -> Tensor:
         attn = self.self_attn(
@@ -138,7 +171,7 @@ class EncoderLayer(nn.Module):
         return self.ffn(self.norm(src + self.dropout(attn)))
 
 
-class DeformableEncoder(nn.Module):
+class DeformableEncoder(LayerStack):
     """Stack of ``EncoderLayer``; ``forward(src [B,S,D], pos [B,S,D], ...) -> memory [B,S,D]``."""
 
     def __init__(self, num_layers: int, **layer_kwargs: int | float):
@@ -146,12 +179,12 @@ class DeformableEncoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(num_layers))  # type: ignore[arg-type]
 
     @staticmethod
-    def reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+    def reference_points(spatial_shapes: LevelSizes, valid_ratios: Tensor) -> Tensor:
         """``[B, S, L, 2]``: each token's pixel centre, normalised over the valid region of its own
         level, then mapped onto every level's padded map (so it points at the same image spot)."""
         refs = []
         for lvl, grid in enumerate(level_grids(spatial_shapes, valid_ratios.device)):
-            size = spatial_shapes[lvl].flip(0).to(torch.float32)  # (w, h)
+            size = grid.new_tensor([spatial_shapes[lvl][1], spatial_shapes[lvl][0]])  # (w, h)
             refs.append(grid[None] / (valid_ratios[:, None, lvl] * size))
         ref = torch.cat(refs, 1)  # [B, S, 2]
         return ref[:, :, None] * valid_ratios[:, None]
@@ -160,15 +193,15 @@ class DeformableEncoder(nn.Module):
         self,
         src: Tensor,
         pos: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        spatial_shapes: LevelSizes,
+        level_start_index: tuple[int, ...],
         valid_ratios: Tensor,
         padding_mask: Tensor | None = None,
     ) -> Tensor:
         ref = self.reference_points(spatial_shapes, valid_ratios)
         out = src
         for layer in self.layers:
-            out = layer(out, pos, ref, spatial_shapes, level_start_index, padding_mask)
+            out = self.run_layer(layer, out, pos, ref, spatial_shapes, level_start_index, padding_mask)
         return out
 
 
@@ -192,8 +225,8 @@ class DecoderLayer(nn.Module):
         query_pos: Tensor,
         reference_boxes: Tensor,
         memory: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        spatial_shapes: LevelSizes,
+        level_start_index: tuple[int, ...],
         memory_mask: Tensor | None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
@@ -220,7 +253,7 @@ class DecoderOutput:
     references: list[Tensor]
 
 
-class DeformableDecoder(nn.Module):
+class DeformableDecoder(LayerStack):
     """Decoder with per-layer class/box heads and (optionally) iterative box refinement.
 
     With ``box_refine`` every layer has its own box head and predicts a delta on the boxes of the
@@ -256,8 +289,8 @@ class DeformableDecoder(nn.Module):
         tgt: Tensor,
         reference_boxes: Tensor,
         memory: Tensor,
-        spatial_shapes: Tensor,
-        level_start_index: Tensor,
+        spatial_shapes: LevelSizes,
+        level_start_index: tuple[int, ...],
         valid_ratios: Tensor,
         memory_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
@@ -271,7 +304,8 @@ class DeformableDecoder(nn.Module):
         for lid, layer in enumerate(self.layers):
             ref_input = ref[:, :, None] * scale
             query_pos = self.ref_point_head(box_sine_embedding(ref_input[:, :, 0], self.d_model // 2))
-            hidden = layer(
+            hidden = self.run_layer(
+                layer,
                 hidden,
                 query_pos,
                 ref_input,
@@ -295,7 +329,7 @@ class DeformableDecoder(nn.Module):
 
 
 def encoder_proposals(
-    memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor
+    memory: Tensor, memory_mask: Tensor, spatial_shapes: LevelSizes
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One anchor box per memory token (two-stage Deformable DETR).
 
@@ -308,7 +342,7 @@ def encoder_proposals(
     b = memory.shape[0]
     anchors, start = [], 0
     for lvl, grid in enumerate(level_grids(spatial_shapes, memory.device)):
-        h, w = (int(v) for v in spatial_shapes[lvl])
+        h, w = spatial_shapes[lvl]
         mask_l = memory_mask[:, start : start + h * w].view(b, h, w)
         valid_wh = torch.stack([(~mask_l[:, 0, :]).sum(1), (~mask_l[:, :, 0]).sum(1)], -1).to(memory.dtype)
         centre = grid[None] / valid_wh[:, None]  # [B, h*w, 2]
@@ -348,7 +382,7 @@ class QuerySelector(nn.Module):
             self.refbox_embed = nn.Embedding(num_queries, 4, _weight=init)
 
     def forward(
-        self, memory: Tensor, memory_mask: Tensor, spatial_shapes: Tensor
+        self, memory: Tensor, memory_mask: Tensor, spatial_shapes: LevelSizes
     ) -> tuple[Tensor, Tensor, dict[str, Tensor] | None]:
         b = memory.shape[0]
         content = self.tgt_embed.weight[None].expand(b, -1, -1)
