@@ -305,3 +305,12 @@ def test_param_groups_give_the_backbone_and_the_temporal_module_their_own_rates(
     assert sum(len(g["params"]) for g in groups.values()) == sum(1 for p in model.parameters() if p.requires_grad)
     cfg.train.temporal_lr = 0.0  # off: the temporal module learns with the head
     assert not any(g["name"].startswith("temporal") for g in param_groups(model, cfg))
+
+
+@pytest.mark.cuda
+def test_cuda_training_logs_peak_memory(tiny_synth, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    api.train(TINY, _overrides(tiny_synth, "train.steps=2", "train.eval_every=0", "train.device=cuda"), out,
+              progress=False)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["peak_memory_mb"] > 0 for r in records if r["type"] == "train")

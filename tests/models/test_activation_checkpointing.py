@@ -61,3 +61,26 @@ def test_a_run_with_activation_checkpointing_trains(tiny_synth, tiny_model, tmp_
                        [*tiny_model, f"data.train={tiny_synth.train_json}", "train.steps=2", "train.eval_every=0",
                         "train.activation_checkpointing=true"], tmp_path / "run", progress=False)
     assert result.step == 2 and not result.stopped_early
+
+
+@pytest.mark.cuda
+def test_checkpointing_lowers_peak_cuda_memory() -> None:
+    peaks = []
+    for on in (False, True):
+        cfg = load_config(shipped_configs() / "teacher-tiny.yaml", [f"train.activation_checkpointing={on}"])
+        torch.manual_seed(0)
+        built = build(cfg, 2)
+        model = built.model.cuda().train()
+        images = torch.rand(4, 3, 3, 256, 256, device="cuda")
+        masks = torch.zeros(4, 256, 256, dtype=torch.bool, device="cuda")
+        targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]], device="cuda"),
+                    "labels": torch.tensor([1], device="cuda")} for _ in range(4)]
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        built.criterion(model(images, masks, targets), targets)["loss"].backward()
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated())
+        del model, built
+        torch.cuda.empty_cache()
+    print(f"peak memory without / with checkpointing: {peaks[0] / 2**20:.0f} / {peaks[1] / 2**20:.0f} MB")
+    assert peaks[1] < peaks[0]

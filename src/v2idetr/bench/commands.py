@@ -14,6 +14,8 @@ def _bench_speed(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.train:
+        return _bench_train_step(args)
     result = benchmark_speed(
         args.config,
         args.overrides,
@@ -24,6 +26,7 @@ def _bench_speed(args: argparse.Namespace) -> int:
         teacher_config_path=args.teacher_config,
         checkpoints={"baseline": args.baseline, "student": args.student, "teacher": args.teacher},
         backends=tuple(args.backends),
+        precisions=tuple(args.precision),
         iters=args.iters,
         warmup=args.warmup,
         rounds=args.rounds,
@@ -31,6 +34,25 @@ def _bench_speed(args: argparse.Namespace) -> int:
     print(format_speed_table(result))
     if args.out:
         print(f"wrote {write_speed_json(result, args.out)}")
+    return 0
+
+
+def _bench_train_step(args: argparse.Namespace) -> int:
+    from v2idetr.atomic import atomic_write_json
+    from v2idetr.bench.speed import teacher_config
+    from v2idetr.bench.train_speed import benchmark_train_step, format_train_table
+    from v2idetr.config import load_config
+    from v2idetr.engine.trainer import resolve_device
+
+    student = load_config(args.config, args.overrides)
+    teacher = teacher_config(student, args.frames, args.teacher_config, args.overrides)
+    device = resolve_device(args.device)
+    rows = [row for batch in args.batch
+            for row in benchmark_train_step(student, teacher, args.size, batch, device, steps=args.iters,
+                                            warmup=args.warmup)]
+    print(format_train_table(rows, str(device)))
+    if args.out:
+        print(f"wrote {atomic_write_json(args.out, {'device': str(device), 'train_rows': rows}, indent=2)}")
     return 0
 
 
@@ -87,7 +109,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--size", type=positive_int, default=512)
     s.add_argument("--device", default="cpu")
     s.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8], help="batch sizes")
-    s.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"], help="student backends")
+    s.add_argument("--backends", nargs="+", default=["eager", "compile", "onnx"],
+                   help="student backends: eager, compile, graph (CUDA graphs, CUDA only), onnx")
+    s.add_argument("--train", action="store_true",
+                   help="time a training step (baseline, teacher, distillation) instead: steps/s and peak memory "
+                        "at each --batch and --size, for sizing a run; --iters steps after --warmup")
+    s.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16", "fp16"),
+                   help="precisions to time (bf16/fp16 under autocast, CUDA only)")
     s.add_argument("--iters", type=positive_int, default=20, help="timed iterations per row")
     s.add_argument("--warmup", type=non_negative_int, default=3)
     s.add_argument("--rounds", type=positive_int, default=4, help="interleaved rounds the iterations are split into")

@@ -6,8 +6,10 @@ inference) and of the teacher relative to the student (about T: it runs the back
 are stable when measured side by side. Models are timed in interleaved rounds so that a slow
 moment of the machine hits all of them alike.
 
-Every model is timed as deployed: ``InferenceModel`` (normalisation, padding mask, network, top-k).
-The student is also timed under ``torch.compile`` and ONNX Runtime. Weights do not change the cost
+Every model is timed as deployed: ``InferenceModel`` (padding mask, network with its input
+normalisation, top-k), at each ``--precision`` (fp16/bf16 under autocast, CUDA only). The student is
+also timed with the other engines (``torch.compile``, CUDA graphs: ``deploy.engines``) and in ONNX
+Runtime (fp32). Weights do not change the cost
 of this network (no data-dependent shapes), so models without a checkpoint get random weights.
 """
 
@@ -29,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from v2idetr.atomic import atomic_write_json
 from v2idetr.config import Config, load_config
+from v2idetr.deploy.engines import build_engine
 from v2idetr.deploy.inference_model import InferenceModel
 from v2idetr.engine.trainer import resolve_device
 from v2idetr.errors import CheckpointError, ConfigError
@@ -36,7 +39,8 @@ from v2idetr.models.build import build_model
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "compile", "onnx")
+BACKENDS = ("eager", "compile", "graph", "onnx")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -45,6 +49,7 @@ class SpeedRow:
 
     model: str
     backend: str
+    precision: str
     batch: int
     frames_in: int  # input frames per output frame (T for the teacher)
     params_m: float
@@ -132,11 +137,14 @@ def benchmark_speed(
     warmup: int = 3,
     rounds: int = 4,
     num_classes: int = 2,
+    precisions: tuple[str, ...] = ("fp32",),
 ) -> dict[str, Any]:
     """Time the three models (and the student's backends) at each batch size; see the module docstring."""
     unknown = set(backends) - set(BACKENDS)
     if unknown or "eager" not in backends:
         raise ConfigError(f"backends: expected 'eager' plus any of {', '.join(BACKENDS)}, got {list(backends)}")
+    if not precisions or set(precisions) - set(PRECISIONS):
+        raise ConfigError(f"precisions: expected any of {', '.join(PRECISIONS)}, got {list(precisions)}")
     if min(batches) < 1 or iters < 1 or rounds < 1 or size < 32:
         raise ConfigError("batch sizes, iters and rounds must be >= 1 and size >= 32")
     dev = resolve_device(device)
@@ -156,33 +164,45 @@ def benchmark_speed(
             wrapped = InferenceModel(net, student_cfg.eval.num_select).to(dev).eval()
             params = _params(net)
             flops = _gflops(wrapped, _inputs(1, t, size, dev))
-            for batch in batches:
+            for batch, precision, backend in (
+                (b, p, e) for b in batches for p in precisions for e in (backends if name == "student" else ("eager",))
+                if not (e == "onnx" and p != "fp32")
+            ):
                 inputs = _inputs(batch, t, size, dev)
-                for backend in backends if name == "student" else ("eager",):
-                    row = SpeedRow(name, backend, batch, t, round(params, 3), None if flops is None else round(flops, 3))
-                    try:
-                        run, row.note = _runner(backend, wrapped, inputs, Path(tmp), dev)
-                    except Exception as exc:  # a backend that cannot run here is reported, not fatal
-                        row.error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-                        log.warning("%s %s batch %d: %s", name, backend, batch, row.error)
-                        run = None
-                    candidates.append(_Candidate(row, run))
+                row = SpeedRow(name, backend, precision, batch, t, round(params, 3),
+                               None if flops is None else round(flops, 3))
+                try:
+                    run, row.note = _runner(backend, precision, wrapped, inputs, Path(tmp), dev)
+                except Exception as exc:  # a backend that cannot run here is reported, not fatal
+                    row.error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+                    log.warning("%s %s %s batch %d: %s", name, backend, precision, batch, row.error)
+                    run = None
+                candidates.append(_Candidate(row, run))
         _time_interleaved([c for c in candidates if c.run is not None], dev, iters, warmup, rounds)
     rows = [c.row for c in candidates]
     return _summary(rows, student_cfg, t_cfg, size, dev, batches)
 
 
 def _runner(
-    backend: str, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], tmp: Path, dev: torch.device
+    backend: str, precision: str, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], tmp: Path,
+    dev: torch.device
 ) -> tuple[Callable[[], Any], str | None]:
-    """The timed call of one backend, and a note on how it runs."""
-    if backend == "eager":
-        return (lambda: model(*inputs)), None
-    if backend == "compile":
-        compiled = torch.compile(model)
-        with torch.inference_mode():
-            compiled(*inputs)  # compile now, outside the timed region
-        return (lambda: compiled(*inputs)), "inductor"
+    """The timed call of one backend at one precision, and a note on how it runs."""
+    dtype = PRECISIONS[precision]
+    if dtype is not None and dev.type != "cuda":
+        raise ConfigError(f"precision {precision} needs a CUDA device (got {dev})")
+    if backend in ("eager", "compile", "graph"):
+        engine = build_engine(model, backend, dev)
+
+        def run() -> Any:
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                return engine(*inputs)
+
+        if backend != "eager":
+            with torch.inference_mode():
+                for _ in range(3):  # compile (and record the CUDA graph) now, outside the timed region
+                    run()
+        return run, {"eager": None, "compile": "inductor", "graph": "CUDA graphs"}[backend]
     import onnxruntime as ort
 
     from v2idetr.deploy.export import DEFAULT_OPSET, export_module
@@ -229,7 +249,7 @@ def _time_interleaved(candidates: list[_Candidate], dev: torch.device, iters: in
 
 def _find(rows: list[SpeedRow], model: str, batch: int, backend: str = "eager") -> SpeedRow | None:
     for r in rows:
-        if r.model == model and r.batch == batch and r.backend == backend and r.error is None:
+        if r.model == model and r.batch == batch and r.backend == backend and r.precision == "fp32" and r.error is None:
             return r
     return None
 
@@ -255,7 +275,8 @@ def _summary(
         "model": {k: getattr(student_cfg.model, k) for k in ("backbone", "hidden_dim", "enc_layers", "dec_layers", "num_queries")},
         "rows": [{k: v for k, v in asdict(r).items() if k != "samples"} for r in rows],
         "ratios": ratios,
-        "best_student_batch1": None if best is None else {"backend": best.backend, "fps": best.fps, "latency_ms_p50": best.latency_ms_p50},
+        "best_student_batch1": None if best is None else {"backend": best.backend, "precision": best.precision,
+                                                          "fps": best.fps, "latency_ms_p50": best.latency_ms_p50},
         "torch": torch.__version__,
     }
 
@@ -275,7 +296,7 @@ def format_speed_table(result: dict[str, Any]) -> str:
     lines = [
         f"Speed at {result['size']}x{result['size']} on {result['device']} ({result['device_name']}, "
         f"{result['threads']} threads); teacher sees T={result['teacher_frames']} frames per output frame",
-        f"{'model':<9} {'backend':<8} {'batch':>5} {'FPS':>9} {'p50 ms':>9} {'p95 ms':>9} {'params M':>9} "
+        f"{'model':<9} {'backend':<8} {'prec':<5} {'batch':>5} {'FPS':>9} {'p50 ms':>9} {'p95 ms':>9} {'params M':>9} "
         f"{'GFLOPs':>8} {'peak MB':>8}",
     ]
 
@@ -284,10 +305,10 @@ def format_speed_table(result: dict[str, Any]) -> str:
 
     for r in result["rows"]:
         if r["error"]:
-            lines.append(f"{r['model']:<9} {r['backend']:<8} {r['batch']:>5} failed: {r['error']}")
+            lines.append(f"{r['model']:<9} {r['backend']:<8} {r['precision']:<5} {r['batch']:>5} failed: {r['error']}")
             continue
         lines.append(
-            f"{r['model']:<9} {r['backend']:<8} {r['batch']:>5} {f(r['fps'], '9.1f')} {f(r['latency_ms_p50'], '9.2f')} "
+            f"{r['model']:<9} {r['backend']:<8} {r['precision']:<5} {r['batch']:>5} {f(r['fps'], '9.1f')} {f(r['latency_ms_p50'], '9.2f')} "
             f"{f(r['latency_ms_p95'], '9.2f')} {f(r['params_m'], '9.2f')} {f(r['gflops'], '8.2f')} {f(r['peak_mem_mb'], '8.0f')}"
             + (f"  ({r['note']})" if r["note"] else "")
         )
@@ -295,7 +316,7 @@ def format_speed_table(result: dict[str, Any]) -> str:
     lines += [f"  {k}: {v:.3f}" for k, v in result["ratios"].items()]
     best = result.get("best_student_batch1")
     if best:
-        lines.append(f"Best student at batch 1: {best['fps']:.1f} FPS ({best['backend']})")
+        lines.append(f"Best student at batch 1: {best['fps']:.1f} FPS ({best['backend']}, {best['precision']})")
     return "\n".join(lines)
 
 

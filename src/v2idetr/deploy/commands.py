@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from v2idetr.argtypes import out_file, out_folder, positive_float, positive_int, unit_interval
+from v2idetr.errors import ConfigError
 
 
 def _load_runtime(args: argparse.Namespace):  # -> FrameDetector
@@ -15,12 +16,16 @@ def _load_runtime(args: argparse.Namespace):  # -> FrameDetector
     if Path(args.checkpoint).suffix.lower() == ".onnx":
         from v2idetr.deploy.export import OnnxDetector
 
+        if args.engine != "eager":
+            raise ConfigError(f"--engine {args.engine}: engines run PyTorch checkpoints; "
+                              f"{args.checkpoint} runs in ONNX Runtime")
+
         return OnnxDetector(args.checkpoint, score_thresh=args.score_thresh, nms_iou=args.nms_iou)
     from v2idetr.deploy.runtime import load_detector
 
     return load_detector(
         args.checkpoint, device=args.device, precision=args.precision,
-        score_thresh=args.score_thresh, nms_iou=args.nms_iou,
+        score_thresh=args.score_thresh, nms_iou=args.nms_iou, engine=args.engine,
     )
 
 
@@ -78,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=out_folder, required=True, help="output folder")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (PyTorch checkpoints)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="fp16/bf16 need CUDA")
+    p.add_argument("--engine", default="eager", choices=("eager", "compile", "graph"),
+                   help="eager; compile (torch.compile, one graph per input shape); graph (CUDA graphs, CUDA only)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="frames (clips for a teacher) per forward pass")
     p.add_argument("--score-thresh", type=unit_interval, default=None, help="default: the checkpoint's protocol threshold")
     p.add_argument("--nms-iou", type=unit_interval, default=None, help="default: the checkpoint's protocol (1.0 disables)")

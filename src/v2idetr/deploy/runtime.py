@@ -23,6 +23,7 @@ import torch
 from v2idetr.config import Config
 from v2idetr.data.clips import ClipSampling
 from v2idetr.deploy.clips import clip_positions
+from v2idetr.deploy.engines import build_engine
 from v2idetr.deploy.inference_model import InferenceModel
 from v2idetr.deploy.preprocess import PreparedBatch, as_rgb_array, prepare_batch, split_frames
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
@@ -144,6 +145,7 @@ class _TorchRuntime(FrameDetector):
         precision: str = "fp32",
         score_thresh: float | None = None,
         nms_iou: float | None = None,
+        engine: str = "eager",
     ):
         if (meta.get("kind") == "teacher") != self.runs_teachers:
             raise _wrong_kind(meta.get("checkpoint"), not self.runs_teachers)
@@ -163,6 +165,8 @@ class _TorchRuntime(FrameDetector):
             cfg.eval.nms_iou if nms_iou is None else nms_iou,
         )
         self.model = InferenceModel(model, cfg.eval.num_select).to(self.device).eval()
+        self.engine = engine
+        self._forward = build_engine(self.model, engine, self.device)
 
     @classmethod
     def from_checkpoint(
@@ -172,16 +176,18 @@ class _TorchRuntime(FrameDetector):
         precision: str = "fp32",
         score_thresh: float | None = None,
         nms_iou: float | None = None,
+        engine: str = "eager",
     ) -> Self:
         """Load a checkpoint (``best.ckpt`` / ``last.ckpt``) for inference; one of the other kind
-        (teacher for ``Detector``, image model for ``ClipDetector``) is a ``CheckpointError`` naming it."""
+        (teacher for ``Detector``, image model for ``ClipDetector``) is a ``CheckpointError`` naming it.
+        ``engine``: ``eager``, ``compile`` or ``graph`` (CUDA graphs; see ``deploy.engines``)."""
         from v2idetr.api import load_model
 
         ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(Path(path))
         if (ckpt.kind == "teacher") != cls.runs_teachers:
             raise _wrong_kind(ckpt.path or path, not cls.runs_teachers)
         model, cfg, meta = load_model(ckpt, device="cpu")
-        return cls(model, cfg, meta, device, precision, score_thresh, nms_iou)
+        return cls(model, cfg, meta, device, precision, score_thresh, nms_iou, engine)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
@@ -192,7 +198,7 @@ class _TorchRuntime(FrameDetector):
     @torch.inference_mode()
     def run(self, batch: PreparedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with self._autocast():
-            scores, labels, boxes = self.model(
+            scores, labels, boxes = self._forward(
                 batch.images.to(self.device, non_blocking=True),
                 batch.image_sizes.to(self.device),
                 batch.orig_sizes.to(self.device),
