@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 make -s .venv/.installed >/dev/null || { echo "gpu-check: set-up failed (make .venv/.installed)"; exit 1; }
 "$BIN/python" -c "import torch, sys; ok = torch.cuda.is_available(); print('device:', torch.cuda.get_device_name() if ok else 'no CUDA device'); sys.exit(0 if ok else 1)" \
   || { echo "gpu-check: no CUDA device here; nothing to check"; exit 1; }
-R50=(--config configs/student-r50.yaml --size 512 --device cuda model.backbone_weights=none)
+R50=(--config configs/student-r50.yaml --size 512 --device cuda)  # overrides go last: --batch takes a list
 status=0
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep going on failure
   local name=$1 limit=$2; shift 2
@@ -21,12 +21,12 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep going on f
   echo "== $name: exit $rc in $((SECONDS - t0)) s"
   [ "$rc" -eq 0 ] || status=1
 }
-step speed-eager 120 "$BIN/v2idetr" bench speed "${R50[@]}" --batch 1 32 --backends eager onnx \
-  --precision fp32 bf16 fp16 --iters 30 --out "$OUT/speed-eager.json"
-step speed-graph 180 "$BIN/v2idetr" bench speed "${R50[@]}" --batch 1 32 --backends eager graph \
-  --precision bf16 --iters 30 --out "$OUT/speed-graph.json"
-step train-step 90 "$BIN/v2idetr" bench speed "${R50[@]}" --train --batch 8 --iters 5 --warmup 2 \
-  train.amp=bf16 train.activation_checkpointing=true --out "$OUT/train-step.json"
+step speed-eager 100 "$BIN/v2idetr" bench speed "${R50[@]}" --batch 1 32 --backends eager onnx \
+  --precision fp32 bf16 fp16 --iters 30 --out "$OUT/speed-eager.json" model.backbone_weights=none
+step speed-graph 220 "$BIN/v2idetr" bench speed "${R50[@]}" --batch 1 32 --backends eager graph \
+  --precision bf16 --iters 30 --out "$OUT/speed-graph.json" model.backbone_weights=none
+step train-step 80 "$BIN/v2idetr" bench speed "${R50[@]}" --train --batch 8 --iters 5 --warmup 2 \
+  --out "$OUT/train-step.json" model.backbone_weights=none train.amp=bf16 train.activation_checkpointing=true
 step cuda-tests 60 "$BIN/python" -m pytest -q -m cuda -p no:cacheprovider tests
 echo "== summary"
 "$BIN/python" - "$OUT" <<'PY'
