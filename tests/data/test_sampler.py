@@ -100,3 +100,14 @@ def test_mixed_sampler_refuses_what_cannot_fill_a_batch() -> None:
         MixedSampler([False] * 4, batch_size=2, per_batch=1)
     with pytest.raises(ValueError, match="too few"):
         MixedSampler([False, True, True], batch_size=4, per_batch=1)
+
+
+def test_with_epoch_sends_each_index_with_its_epoch() -> None:
+    plain = ResumableSampler(10, seed=1)
+    paired = ResumableSampler(10, seed=1, with_epoch=True)
+    for s in (plain, paired):
+        s.set_epoch(3, start=2)
+    assert list(paired) == [(3, i) for i in plain]
+    mixed = MixedSampler([False] * 6 + [True] * 4, batch_size=3, per_batch=1, seed=2, with_epoch=True)
+    mixed.set_epoch(1)
+    assert all(e == 1 for e, _ in mixed) and len(list(mixed)) == len(mixed)

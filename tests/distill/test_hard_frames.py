@@ -89,7 +89,7 @@ def test_the_trainer_samples_by_frame_weight(tiny_synth, tiny_model, tmp_path) -
     loader, sampler = trainer._loader()
     sampler.set_epoch(0)
     keys = loader.dataset.key_frames  # type: ignore[attr-defined]
-    assert {keys[i].image_id for i in sampler} == {chosen}
+    assert {keys[i].image_id for _, i in sampler} == {chosen}  # (epoch, index) pairs
     del weights[chosen]
     with pytest.raises(Exception, match=f"image ids \\[{chosen}\\]"):
         trainer._loader()

@@ -314,3 +314,18 @@ def test_cuda_training_logs_peak_memory(tiny_synth, tmp_path: Path) -> None:
               progress=False)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["peak_memory_mb"] > 0 for r in records if r["type"] == "train")
+
+
+def test_persistent_workers_train_exactly_like_the_main_process(tiny_synth, tmp_path: Path) -> None:
+    """Workers kept across epochs augment each item as the main process would (the epoch travels
+    with the index), so the losses over an epoch boundary are the same with and without them."""
+    losses = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        api.train(TINY, _overrides(tiny_synth, "train.steps=10", "train.eval_every=0", f"data.workers={workers}"),
+                  out, progress=False)
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[workers] = [(r["epoch"], r["loss"]) for r in records if r["type"] == "train"]
+    assert losses[0][-1][0] >= 1  # the run crossed an epoch boundary
+    assert [e for e, _ in losses[2]] == [e for e, _ in losses[0]]
+    assert [v for _, v in losses[2]] == pytest.approx([v for _, v in losses[0]], rel=1e-5)

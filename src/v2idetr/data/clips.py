@@ -172,26 +172,30 @@ class ClipDataset(Dataset):
         )
         return [video.frames[q] for q in positions]
 
-    def _rng(self, i: int) -> np.random.Generator:
-        return np.random.default_rng((self.seed, self.epoch, i))
+    def _rng(self, i: int, epoch: int | None = None) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch if epoch is None else epoch, i))
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``i``, or ``(epoch, i)`` (a sampler's ``with_epoch``): augmented as in that epoch."""
+        epoch = None
+        if isinstance(i, tuple):
+            epoch, i = i
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} outside a dataset of {len(self)} key frames")
         if not self.skip_unreadable:
-            return self._item(i)
+            return self._item(i, epoch)
         for attempt in range(len(self)):
             j = (i + attempt) % len(self)
             try:
-                return self._item(j)
+                return self._item(j, epoch)
             except DatasetError as exc:
                 v, p = self._items[j]
                 self.skipped.add(self.index.videos[v].frames[p].image_id)
                 log.warning("skipping a clip (data.skip_invalid; %d skipped so far): %s", len(self.skipped), exc)
         raise DatasetError([], header=f"no readable clip in {self.index.source}: every frame failed to decode")
 
-    def _item(self, i: int) -> dict[str, Any]:
-        rng = self._rng(i)
+    def _item(self, i: int, epoch: int | None = None) -> dict[str, Any]:
+        rng = self._rng(i, epoch)
         frames = self.clip_frames(i, rng)
         images = _read_clip(frames)
         targets = [_raw_target(f, img) for f, img in zip(frames, images, strict=True)]

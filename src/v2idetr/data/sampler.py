@@ -11,6 +11,7 @@ nobody labelled); ``UnlabelledCoverage`` counts how many of them a run has reach
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -19,10 +20,15 @@ from v2idetr.data.index import FrameRecord
 
 
 class ResumableSampler(Sampler[int]):
-    """Shuffled (or sequential) indices for one epoch, starting at a given position."""
+    """Shuffled (or sequential) indices for one epoch, starting at a given position.
+
+    With ``with_epoch`` it yields ``(epoch, index)`` pairs: the dataset then draws the item's
+    augmentation from the epoch that comes with it, not from its own ``set_epoch`` state, so
+    persistent DataLoader workers (whose dataset copies never see ``set_epoch``) stay exact.
+    """
 
     def __init__(self, size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 weights: Sequence[float] | None = None):
+                 weights: Sequence[float] | None = None, with_epoch: bool = False):
         if size < 1:
             raise ValueError("cannot sample from an empty dataset")
         if weights is not None:
@@ -33,6 +39,7 @@ class ResumableSampler(Sampler[int]):
             self.weights = None
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.with_epoch = with_epoch
         self.epoch = 0
         self.start = 0
 
@@ -53,8 +60,9 @@ class ResumableSampler(Sampler[int]):
         order = (order * (1 + per_rank * self.world_size // self.size))[: per_rank * self.world_size]
         return order[self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._order()[self.start :])
+    def __iter__(self) -> Iterator[Any]:
+        order = self._order()[self.start :]
+        return iter([(self.epoch, i) for i in order] if self.with_epoch else order)
 
     def __len__(self) -> int:
         return max(0, -(-self.size // self.world_size) - self.start)
@@ -78,8 +86,9 @@ class MixedSampler(ResumableSampler):
     """
 
     def __init__(self, unlabelled: Sequence[bool], batch_size: int, per_batch: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, weights: Sequence[float] | None = None):
-        super().__init__(len(unlabelled), shuffle=True, seed=seed, rank=rank, world_size=world_size, weights=weights)
+                 world_size: int = 1, weights: Sequence[float] | None = None, with_epoch: bool = False):
+        super().__init__(len(unlabelled), shuffle=True, seed=seed, rank=rank, world_size=world_size, weights=weights,
+                         with_epoch=with_epoch)
         self.labelled_items = [i for i, u in enumerate(unlabelled) if not u]
         self.unlabelled_items = [i for i, u in enumerate(unlabelled) if u]
         self.batch_size, self.per_batch = batch_size, per_batch

@@ -202,10 +202,10 @@ class Trainer:
                 "unlabelled share to 0")
         sampler = (
             MixedSampler(unlabelled, cfg.data.batch_size + mixed, mixed, seed=cfg.train.seed, rank=self.ctx.rank,
-                         world_size=world, weights=weights)
+                         world_size=world, weights=weights, with_epoch=True)
             if mixed
             else ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed, rank=self.ctx.rank,
-                                  world_size=world, weights=weights)
+                                  world_size=world, weights=weights, with_epoch=True)
         )
         loader = DataLoader(
             dataset,
@@ -218,7 +218,10 @@ class Trainer:
             # its own generator: creating an iterator must not draw from the global RNG, which the
             # model uses (denoising noise) and which checkpoints restore for an exact resume
             generator=torch.Generator().manual_seed(cfg.train.seed),
-            persistent_workers=False,
+            # workers live for the whole run (no re-spawn, no re-read of the index each epoch): the
+            # sampler sends each item's epoch along, so their dataset copies need no set_epoch
+            persistent_workers=cfg.data.workers > 0,
+            prefetch_factor=4 if cfg.data.workers > 0 else None,
         )
         return loader, sampler
 
