@@ -41,36 +41,29 @@ def configs_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tiny_synth: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A student-tiny image model trained for a few steps (weights fit the tiny data, not good ones)."""
+def _trained_checkpoint(config: str, steps: int, synth: SynthResult, out: Path) -> Path:
+    """``config`` (a shipped image config, shrunk by TINY_MODEL) trained ``steps`` steps on ``synth``."""
     from v2idetr import api
 
-    out = tmp_path_factory.mktemp("tiny_ckpt")
-    config = Path(__file__).resolve().parents[1] / "configs" / "student-tiny.yaml"
     api.train(
-        str(config),
-        [*TINY_MODEL, f"data.train={tiny_synth.train_json}", "train.steps=4", "train.eval_every=0"],
+        str(Path(__file__).resolve().parents[1] / "configs" / config),
+        [*TINY_MODEL, f"data.train={synth.train_json}", f"train.steps={steps}", "train.eval_every=0"],
         out,
         progress=False,
     )
     return out / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_synth: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A student-tiny image model trained for a few steps (weights fit the tiny data, not good ones)."""
+    return _trained_checkpoint("student-tiny.yaml", 4, tiny_synth, tmp_path_factory.mktemp("tiny_ckpt"))
 
 
 @pytest.fixture(scope="session")
 def lite_checkpoint(tiny_synth: SynthResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A student-lite image model (ImageNet EfficientNet-Lite0 from the installed package) after 2 steps."""
-    from v2idetr import api
-
-    out = tmp_path_factory.mktemp("lite_ckpt")
-    config = Path(__file__).resolve().parents[1] / "configs" / "student-lite.yaml"
-    api.train(
-        str(config),
-        [*TINY_MODEL, f"data.train={tiny_synth.train_json}", "train.steps=2", "train.eval_every=0"],
-        out,
-        progress=False,
-    )
-    return out / "last.ckpt"
+    return _trained_checkpoint("student-lite.yaml", 2, tiny_synth, tmp_path_factory.mktemp("lite_ckpt"))
 
 
 @pytest.fixture(scope="session")

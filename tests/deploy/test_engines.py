@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from v2idetr import Detector
 from v2idetr.cli import main
@@ -20,6 +21,8 @@ def test_compiled_engine_gives_eager_detections(tiny_synth, tiny_checkpoint: Pat
     compiled = Detector.from_checkpoint(tiny_checkpoint, device="cpu", score_thresh=0.0, nms_iou=1.0,
                                         engine="compile")
     assert compiled.engine == "compile"
+    assert isinstance(compiled._forward, torch._dynamo.eval_frame.OptimizedModule)  # really compiled
+    assert eager._forward is eager.model
     for _ in range(2):  # the second call replays the compiled graph
         for a, b in zip(eager(frames), compiled(frames), strict=True):
             assert len(a) == len(b) > 0

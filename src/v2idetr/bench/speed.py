@@ -36,11 +36,11 @@ from v2idetr.deploy.inference_model import InferenceModel
 from v2idetr.engine.trainer import resolve_device
 from v2idetr.errors import CheckpointError, ConfigError
 from v2idetr.models.build import build_model
+from v2idetr.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "compile", "graph", "onnx")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass

@@ -10,7 +10,6 @@ frame), so no dataset is needed; the cost of a step does not depend on the pixel
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from typing import Any
 
@@ -23,8 +22,7 @@ from v2idetr.distill.objective import DistillationObjective
 from v2idetr.engine.optim import param_groups
 from v2idetr.engine.trainer import DetectionObjective
 from v2idetr.models.build import build
-
-log = logging.getLogger(__name__)
+from v2idetr.precision import half_dtype
 
 STAGES = ("baseline", "teacher", "distill")
 
@@ -90,8 +88,9 @@ def benchmark_train_step(
             frames = teacher_cfg.data.num_frames if stage != "baseline" else 1
             data = synthetic_batch(batch, frames, size, num_classes).to(device)
             optimizer = torch.optim.AdamW(param_groups(trainable, cfg), lr=cfg.train.lr)
-            amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+            amp = half_dtype(cfg.train.amp)
             use_amp = amp is not None and device.type == "cuda"
+            scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp == torch.float16)  # as the trainer
             params = [p for p in trainable.parameters() if p.requires_grad]
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -101,9 +100,11 @@ def benchmark_train_step(
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=use_amp):
                     loss = objective(data)["loss"]
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad or float("inf"))
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 if i >= warmup:

@@ -31,8 +31,7 @@ from v2idetr.engine.inference import eval_clip_mode
 from v2idetr.engine.metrics import Protocol, resolve_protocol, select_detections
 from v2idetr.engine.trainer import resolve_device
 from v2idetr.errors import CheckpointError, ConfigError
-
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+from v2idetr.precision import PRECISIONS
 
 
 @dataclass

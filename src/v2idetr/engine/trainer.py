@@ -58,6 +58,7 @@ from v2idetr.engine.run_folder import CONFIG_FILE, RunClaim, config_with_run_id,
 from v2idetr.engine.run_log import MetricsLog, StopFlag, Throughput
 from v2idetr.errors import DatasetError, Terminated, V2IDetrError
 from v2idetr.models.postprocess import PostProcess
+from v2idetr.precision import half_dtype
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ class Trainer:
         coverage = UnlabelledCoverage(loader.dataset.key_frames) if self.unlabelled_per_batch else None
         batches = _infinite_batches(loader, sampler, state.epoch, state.position)
         self.model.train()
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+        amp_dtype = half_dtype(cfg.train.amp)
         use_amp = amp_dtype is not None and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         params = [p for p in trainable.parameters() if p.requires_grad]
