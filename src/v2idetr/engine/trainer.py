@@ -2,8 +2,9 @@
 
 The trainer does not know what the losses are: an *objective* maps a batch to a dict of loss
 components with a ``loss`` total (plain detection here; distillation adds its terms the same way).
-It owns the schedule, gradient clipping, AMP, EMA, periodic validation, checkpoints (atomic,
-resumable) and the JSON-lines metrics log.
+It owns the loop: gradient clipping, AMP, non-finite steps, periodic validation, when to write
+checkpoints, stops, and the JSON-lines metrics log. What a batch holds is `engine.train_loader`'s;
+what a checkpoint saves and restores (optimiser, schedule, EMA, position) is `engine.train_state`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,25 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from v2idetr import __version__
 from v2idetr.atomic import atomic_write_text
 from v2idetr.config import Config, config_to_dict
 from v2idetr.data.clips import ClipDataset, ClipSampling
-from v2idetr.data.collate import Batch, collate_clips
+from v2idetr.data.collate import Batch
 from v2idetr.data.index import DatasetIndex
-from v2idetr.data.sampler import MixedSampler, ResumableSampler, UnlabelledCoverage
-from v2idetr.data.transforms import build_train_transforms
-from v2idetr.engine.checkpoint import (
-    prune_step_checkpoints,
-    restore_rng,
-    save_checkpoint,
-    step_checkpoint_files,
-    step_checkpoint_path,
-)
+from v2idetr.data.sampler import ResumableSampler, UnlabelledCoverage
+from v2idetr.engine.checkpoint import prune_step_checkpoints, step_checkpoint_files, step_checkpoint_path
 from v2idetr.engine.distributed import (
     DistContext,
     all_true,
@@ -52,10 +44,17 @@ from v2idetr.engine.distributed import (
     mean_over_processes,
 )
 from v2idetr.engine.evaluator import evaluate
-from v2idetr.engine.inference import build_eval_loader, is_labelled, predict_loader
-from v2idetr.engine.optim import lr_factor, param_groups
+from v2idetr.engine.inference import build_eval_loader, predict_loader
 from v2idetr.engine.run_folder import CONFIG_FILE, RunClaim, config_with_run_id, new_run_id, resume_checkpoint
 from v2idetr.engine.run_log import MetricsLog, StopFlag, Throughput
+from v2idetr.engine.train_loader import build_train_loader, infinite_batches, training_clips
+from v2idetr.engine.train_state import (
+    TrainState,
+    metrics_summary,
+    new_train_state,
+    restore_train_state,
+    save_train_state,
+)
 from v2idetr.errors import DatasetError, Terminated, V2IDetrError
 from v2idetr.models.postprocess import PostProcess
 from v2idetr.precision import half_dtype
@@ -105,20 +104,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _infinite_batches(
-    loader: DataLoader, sampler: ResumableSampler, epoch: int, position: int
-) -> Iterator[tuple[int, int, Batch]]:
-    """Yields (epoch, batches already taken in this epoch, batch) forever, resuming mid-epoch."""
-    batch_size = loader.batch_size or 1
-    while True:
-        sampler.set_epoch(epoch, start=position * batch_size)
-        loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
-        for batch in loader:
-            position += 1
-            yield epoch, position, batch
-        epoch, position = epoch + 1, 0
-
-
 class Trainer:
     """Trains ``model`` with ``objective`` on ``train_index``; validates on ``val_index``."""
 
@@ -166,65 +151,14 @@ class Trainer:
 
     def training_clips(self) -> ClipDataset:
         """Every labelled key frame with its clip; the unlabelled ones too when batches mix them in."""
-        cfg, clips = self.cfg, self.train_clips
-        return ClipDataset(
-            self.train_index,
-            num_frames=clips.num_frames,
-            mode=clips.mode,
-            window=clips.window,
-            stride=clips.stride,
-            transforms=build_train_transforms(cfg.data),
-            seed=cfg.train.seed,
-            skip_unreadable=cfg.data.skip_invalid,
-            key_filter=None if self.unlabelled_per_batch > 0 else is_labelled,
-        )
+        return training_clips(self.cfg, self.train_index, self.train_clips, self.unlabelled_per_batch > 0)
 
     def _loader(self) -> tuple[DataLoader, ResumableSampler]:
-        cfg = self.cfg
-        dataset = self.training_clips()
-        world, mixed = self.ctx.world_size, self.unlabelled_per_batch
-        unlabelled = [not f.labelled for f in dataset.key_frames]
-        labelled = len(unlabelled) - sum(unlabelled)
-        if labelled < cfg.data.batch_size * world:
-            raise V2IDetrError(
-                f"training set {self.train_index.source} has {labelled} labelled key frames, fewer than "
-                f"data.batch_size={cfg.data.batch_size}" + (f" x {world} processes" if world > 1 else "")
-            )
-        weights = None
-        if self.frame_weights is not None:
-            missing = [f.image_id for f in dataset.key_frames if f.image_id not in self.frame_weights]
-            if missing:
-                raise V2IDetrError(f"no sampling weight for training frames with image ids {missing[:10]}")
-            weights = [self.frame_weights[f.image_id] for f in dataset.key_frames]
-        if mixed and labelled == len(unlabelled):
-            raise V2IDetrError(
-                f"training set {self.train_index.source} has no unlabelled frames to put {mixed} of in each batch: "
-                "mark some ('labelled': false; `v2idetr data add-frames`, `v2idetr data sparsify`) or set the "
-                "unlabelled share to 0")
-        sampler = (
-            MixedSampler(unlabelled, cfg.data.batch_size + mixed, mixed, seed=cfg.train.seed, rank=self.ctx.rank,
-                         world_size=world, weights=weights, with_epoch=True)
-            if mixed
-            else ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed, rank=self.ctx.rank,
-                                  world_size=world, weights=weights, with_epoch=True)
+        return build_train_loader(
+            self.cfg, self.training_clips(), self.train_index.source,
+            unlabelled_per_batch=self.unlabelled_per_batch, frame_weights=self.frame_weights,
+            rank=self.ctx.rank, world_size=self.ctx.world_size, pin_memory=self.device.type == "cuda",
         )
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.data.batch_size + mixed,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=cfg.data.workers,
-            collate_fn=collate_clips,
-            pin_memory=self.device.type == "cuda",
-            # its own generator: creating an iterator must not draw from the global RNG, which the
-            # model uses (denoising noise) and which checkpoints restore for an exact resume
-            generator=torch.Generator().manual_seed(cfg.train.seed),
-            # workers live for the whole run (no re-spawn, no re-read of the index each epoch): the
-            # sampler sends each item's epoch along, so their dataset copies need no set_epoch
-            persistent_workers=cfg.data.workers > 0,
-            prefetch_factor=4 if cfg.data.workers > 0 else None,
-        )
-        return loader, sampler
 
     def _trainable(self) -> nn.Module:
         if self.extra_modules is None:
@@ -257,34 +191,8 @@ class Trainer:
         )
 
     def _save(self, path: Path, state: TrainState, full: bool, weights_from_ema: bool = False) -> None:
-        """``full``: a resumable training checkpoint (optimiser, scheduler, EMA, RNG, extra modules);
-        otherwise the deployable weights (the EMA's when ``weights_from_ema``) and metadata only."""
-        meta = {
-            **self.meta,
-            "config": config_to_dict(self.cfg),
-            "step": state.step,
-            "epoch": state.epoch,
-            "position": state.position,
-            "best": state.best,
-            "metrics": _summary(state.metrics),
-            "v2idetr_version": __version__,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        ema = state.ema
-        model_state = (ema.module if (weights_from_ema and ema is not None) else self.model).state_dict()
-        if full:
-            meta["scheduler"] = state.scheduler.state_dict()
-        save_checkpoint(
-            path,
-            model_state,
-            meta,
-            ema_state=ema.module.state_dict() if (ema is not None and full) else None,
-            optimizer_state=state.optimizer.state_dict() if full else None,
-            with_rng=full,
-            extra_state=self.extra_modules.state_dict()
-            if (full and self.extra_modules is not None)
-            else None,
-        )
+        save_train_state(path, state, self.cfg, self.model, self.meta, full=full,
+                         extra_modules=self.extra_modules, weights_from_ema=weights_from_ema)
 
     def _checkpoint(self, state: TrainState, metrics_log: MetricsLog, validate: bool = True) -> None:
         """Validate (if there is a validation split and ``validate``), update best.ckpt, write the step
@@ -299,7 +207,7 @@ class Trainer:
             return
         if validate:
             metrics_log.write(
-                {"type": "eval", "step": state.step, "epoch": state.epoch, **_summary(state.metrics)}
+                {"type": "eval", "step": state.step, "epoch": state.epoch, **metrics_summary(state.metrics)}
             )
             value = state.metrics.get(self.cfg.train.best_metric)
             if value is not None and (state.best["value"] is None or value > state.best["value"]):
@@ -330,18 +238,7 @@ class Trainer:
             return None
         ckpt = resume_checkpoint(self.out_dir, self.run_id)
         self.run_id = self.run_id or ckpt.meta.get("run_id")
-        self.model.load_state_dict(ckpt.model)
-        if self.extra_modules is not None:
-            self.extra_modules.load_state_dict(ckpt.extra)
-        state.optimizer.load_state_dict(ckpt.optimizer)
-        if ckpt.meta.get("scheduler"):
-            state.scheduler.load_state_dict(ckpt.meta["scheduler"])
-        if state.ema is not None and ckpt.ema is not None:
-            state.ema.module.load_state_dict(ckpt.ema)
-        restore_rng(ckpt.rng_torch, ckpt.meta.get("rng"))
-        state.step, state.epoch, state.position = ckpt.meta["step"], ckpt.meta["epoch"], ckpt.meta["position"]
-        state.best = ckpt.meta.get("best", state.best)
-        state.metrics = ckpt.meta.get("metrics", {})
+        restore_train_state(ckpt, state, self.model, self.extra_modules)
         log.info(
             "resumed from %s at step %d (epoch %d, batch %d)",
             ckpt.path,
@@ -367,15 +264,8 @@ class Trainer:
         if self.extra_modules is not None:
             self.extra_modules.to(self.device)
         trainable = self._trainable()
-        optimizer = torch.optim.AdamW(param_groups(trainable, cfg), lr=cfg.train.lr)
-        state = TrainState(
-            optimizer=optimizer,
-            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg)),
-            ema=AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema), use_buffers=True)
-            if cfg.train.ema > 0
-            else None,
-            best={"metric": cfg.train.best_metric, "value": None, "step": None},
-        )
+        state = new_train_state(cfg, self.model, trainable)
+        optimizer = state.optimizer
         resume_step = self._resume(state) if resume else None
         self.run_id = self.run_id or new_run_id()
         self.meta = {**self.meta, "run_id": self.run_id}
@@ -387,7 +277,7 @@ class Trainer:
 
         loader, sampler = self._loader()
         coverage = UnlabelledCoverage(loader.dataset.key_frames) if self.unlabelled_per_batch else None
-        batches = _infinite_batches(loader, sampler, state.epoch, state.position)
+        batches = infinite_batches(loader, sampler, state.epoch, state.position)
         self.model.train()
         amp_dtype = half_dtype(cfg.train.amp)
         use_amp = amp_dtype is not None and self.device.type == "cuda"
@@ -519,24 +409,3 @@ class Trainer:
             state.metrics or {},
             stopped_early=stop_reason is not None,
         )
-
-
-@dataclass
-class TrainState:
-    """Everything a checkpoint must restore for an exact resume, in one place."""
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    ema: AveragedModel | None
-    best: dict[str, Any]
-    step: int = 0
-    epoch: int = 0
-    position: int = 0
-    metrics: dict[str, Any] | None = None
-
-
-def _summary(metrics: dict[str, Any] | None) -> dict[str, Any]:
-    """The scalar top-level metrics (splits stay in the per-evaluation metrics.json)."""
-    if not metrics:
-        return {}
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None}
