@@ -190,6 +190,25 @@ def test_frame_that_fails_to_decode_during_training_fails_or_is_skipped(tmp_path
         result = api.train(TINY, [*overrides, "data.skip_invalid=true"], tmp_path / "skip", progress=False)
     assert result.step == 3
     assert any("skipping a clip" in r.message and victim.name in r.message for r in caplog.records)
+    logged = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_frames"] for r in logged if r["type"] == "train"][-1] == 1
+
+
+def test_skipped_frames_are_counted_across_loader_workers(tmp_path: Path) -> None:
+    """Every loader worker has its own dataset copy: the count in metrics.jsonl must be the run's, not
+    one worker's (two unreadable frames, likely read by different workers of two)."""
+    data = generate(tmp_path / "d", videos=2, frames=4, size=64, seed=5, val_fraction=0.0,
+                    negative_video_fraction=0.0)
+    doc = json.loads(data.train_json.read_text())
+    for image in (doc["images"][1], doc["images"][6]):
+        victim = data.train_json.parent / image["file_name"]
+        victim.write_bytes(victim.read_bytes()[:100])
+    overrides = [*QUICK_MODEL, "train.threads=1", f"data.train={data.train_json}", "train.steps=4",
+                 "train.eval_every=0", "data.batch_size=6", "model.num_queries=5", "data.skip_invalid=true",
+                 "data.workers=2", "train.log_every=1"]
+    api.train(TINY, overrides, tmp_path / "run", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_frames"] for r in logged if r["type"] == "train"][-1] == 2
 
 
 def _start_and_signal(overrides: list[str], out: Path, after_step: int, sig: int) -> int:

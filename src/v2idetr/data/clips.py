@@ -142,7 +142,7 @@ class ClipDataset(Dataset):
         self.all_frame_targets = all_frame_targets
         self.seed = seed
         self.skip_unreadable = skip_unreadable
-        self.skipped: set[int] = set()  # image ids of key frames skipped in this process
+        self.skipped: set[int] = set()  # image ids of key frames skipped by this copy (one per worker)
         self.epoch = 0
         self._items: list[tuple[int, int]] = [
             (v, p)
@@ -184,14 +184,18 @@ class ClipDataset(Dataset):
             raise IndexError(f"item {i} outside a dataset of {len(self)} key frames")
         if not self.skip_unreadable:
             return self._item(i, epoch)
+        skipped: list[int] = []
         for attempt in range(len(self)):
             j = (i + attempt) % len(self)
             try:
-                return self._item(j, epoch)
+                # the item names the key frames skipped to get to it: loader workers each hold their own
+                # dataset copy, so only the batches bring every worker's skips to the training loop
+                return {**self._item(j, epoch), "skipped": skipped}
             except DatasetError as exc:
                 v, p = self._items[j]
-                self.skipped.add(self.index.videos[v].frames[p].image_id)
-                log.warning("skipping a clip (data.skip_invalid; %d skipped so far): %s", len(self.skipped), exc)
+                skipped.append(self.index.videos[v].frames[p].image_id)
+                self.skipped.add(skipped[-1])
+                log.warning("skipping a clip (data.skip_invalid): %s", exc)
         raise DatasetError([], header=f"no readable clip in {self.index.source}: every frame failed to decode")
 
     def _item(self, i: int, epoch: int | None = None) -> dict[str, Any]:

@@ -24,6 +24,8 @@ class Batch:
                       unpadded ``size``, labels, image_id, orig_size, size)
     ``frame_targets`` list of B lists of T target dicts, or None when not requested
     ``frame_offsets`` int64 ``[B, T]``, ``frame_id(frame) - frame_id(key)``
+    ``skipped``       image ids of key frames that could not be read and were skipped to fill this
+                      batch (``data.skip_invalid``; empty otherwise)
     """
 
     images: torch.Tensor
@@ -31,6 +33,7 @@ class Batch:
     targets: list[dict[str, Any]]
     frame_targets: list[list[dict[str, Any]]] | None
     frame_offsets: torch.Tensor
+    skipped: tuple[int, ...] = ()
 
     def _apply(self, fn: Any) -> Batch:
         return Batch(
@@ -41,6 +44,7 @@ class Batch:
             if self.frame_targets is None
             else [[_map_target(t, fn) for t in clip] for clip in self.frame_targets],
             frame_offsets=fn(self.frame_offsets),
+            skipped=self.skipped,
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
@@ -87,4 +91,5 @@ def collate_clips(samples: list[dict[str, Any]], size_divisor: int = 32) -> Batc
         targets=[s["target"] for s in samples],
         frame_targets=[s["frame_targets"] for s in samples] if with_frame_targets[0] else None,
         frame_offsets=torch.stack([torch.as_tensor(s["frame_offsets"], dtype=torch.int64) for s in samples]),
+        skipped=tuple(i for s in samples for i in s.get("skipped", ())),
     )

@@ -284,6 +284,7 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         params = [p for p in trainable.parameters() if p.requires_grad]
         bad_in_a_row, bad_total = 0, 0
+        skipped_frames: set[int] = set()
         started = time.monotonic()
         window: dict[str, float] = {}
         window_n = 0
@@ -313,6 +314,10 @@ class Trainer:
                     epoch_sum, epoch_n, epoch_seen = 0.0, 0, state.epoch
                 if coverage is not None:
                     coverage.update(batch.targets)
+                if batch.skipped:  # counted here: each loader worker only sees its own skips
+                    skipped_frames.update(batch.skipped)
+                    log.warning("%d unreadable training key frame(s) skipped so far (data.skip_invalid)",
+                                len(skipped_frames))
                 batch = batch.to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
                     losses = self.objective(batch)
@@ -370,6 +375,7 @@ class Trainer:
                             **means,
                             "grad_norm": float(grad_norm),
                             "skipped_steps": bad_total,
+                            **({"skipped_frames": len(skipped_frames)} if cfg.data.skip_invalid else {}),
                             "elapsed_s": time.monotonic() - started,
                             **throughput.take(),
                             **({"unlabelled_seen": len(coverage.seen)} if coverage is not None else {}),
