@@ -36,6 +36,7 @@ from v2idetr.deploy.inference_model import InferenceModel
 from v2idetr.engine.trainer import resolve_device
 from v2idetr.errors import CheckpointError, ConfigError
 from v2idetr.models.build import build_model
+from v2idetr.models.fold_norms import fold_backbone_norms
 from v2idetr.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,9 @@ def benchmark_speed(
     candidates: list[_Candidate] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (net, t) in models.items():
-            wrapped = InferenceModel(net, student_cfg.eval.num_select).to(dev).eval()
             params = _params(net)
+            # as Detector / predict run it: the backbone's batch norms folded into its convolutions
+            wrapped = InferenceModel(fold_backbone_norms(net), student_cfg.eval.num_select).to(dev).eval()
             flops = _gflops(wrapped, _inputs(1, t, size, dev))
             for batch, precision, backend in (
                 (b, p, e) for b in batches for p in precisions for e in (backends if name == "student" else ("eager",))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from v2idetr.engine.inference import eval_clip_mode
 from v2idetr.engine.metrics import Protocol, resolve_protocol, select_detections
 from v2idetr.engine.trainer import resolve_device
 from v2idetr.errors import CheckpointError, ConfigError
+from v2idetr.models.fold_norms import fold_backbone_norms
 from v2idetr.precision import PRECISIONS
 
 
@@ -145,6 +147,7 @@ class _TorchRuntime(FrameDetector):
         score_thresh: float | None = None,
         nms_iou: float | None = None,
         engine: str = "eager",
+        fold_norms: bool = True,
     ):
         if (meta.get("kind") == "teacher") != self.runs_teachers:
             raise _wrong_kind(meta.get("checkpoint"), not self.runs_teachers)
@@ -163,6 +166,8 @@ class _TorchRuntime(FrameDetector):
             cfg.eval.score_thresh if score_thresh is None else score_thresh,
             cfg.eval.nms_iou if nms_iou is None else nms_iou,
         )
+        if fold_norms:  # on a copy: the caller's model stays trainable
+            model = fold_backbone_norms(copy.deepcopy(model).eval())
         self.model = InferenceModel(model, cfg.eval.num_select).to(self.device).eval()
         self.engine = engine
         self._forward = build_engine(self.model, engine, self.device)
@@ -176,17 +181,20 @@ class _TorchRuntime(FrameDetector):
         score_thresh: float | None = None,
         nms_iou: float | None = None,
         engine: str = "eager",
+        fold_norms: bool = True,
     ) -> Self:
         """Load a checkpoint (``best.ckpt`` / ``last.ckpt``) for inference; one of the other kind
         (teacher for ``Detector``, image model for ``ClipDetector``) is a ``CheckpointError`` naming it.
-        ``engine``: ``eager``, ``compile`` or ``graph`` (CUDA graphs; see ``deploy.engines``)."""
+        ``engine``: ``eager``, ``compile`` or ``graph`` (CUDA graphs; see ``deploy.engines``);
+        ``fold_norms``: the backbone's batch norms folded into its convolutions (``models.fold_norms``:
+        the same outputs, faster)."""
         from v2idetr.api import load_model
 
         ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(Path(path))
         if (ckpt.kind == "teacher") != cls.runs_teachers:
             raise _wrong_kind(ckpt.path or path, not cls.runs_teachers)
         model, cfg, meta = load_model(ckpt, device="cpu")
-        return cls(model, cfg, meta, device, precision, score_thresh, nms_iou, engine)
+        return cls(model, cfg, meta, device, precision, score_thresh, nms_iou, engine, fold_norms)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
