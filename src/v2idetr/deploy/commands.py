@@ -43,6 +43,9 @@ def _predict(args: argparse.Namespace) -> int:
         fps=args.fps,
         progress=not args.no_progress,
         skip_invalid=args.skip_invalid,
+        input_format=args.input_format,
+        max_frames=args.max_frames,
+        stream_buffer=args.stream_buffer,
     )
     print(json.dumps({
         "model": result.model,
@@ -50,6 +53,7 @@ def _predict(args: argparse.Namespace) -> int:
         "videos": [str(p) for p in result.videos],
         "images": len(result.images),
         "frames": result.frames,
+        **({"dropped_frames": result.dropped} if result.dropped else {}),
         "num_detections": result.detections,
         "score_thresh": detector.score_thresh,
         "fps_end_to_end": round(result.fps, 2),
@@ -74,10 +78,13 @@ def _export(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
-        help="detect lesions in an image, an image folder, a video file or a dataset",
-        description="Writes detections.json (COCO results), an annotated mp4 per video and, on request, PNGs.",
+        help="detect lesions in an image, an image folder, a video file, a dataset or a live stream",
+        description="Writes detections.json (COCO results), an annotated mp4 per video and, on request, PNGs. "
+                    "A live source (rtsp://, udp://, http(s)://, ... or a device with --input-format) runs until "
+                    "it ends, --max-frames or Ctrl-C, which finishes the outputs normally.",
     )
-    p.add_argument("source", help="image, folder of images, video file (mp4/avi/mov/mkv) or dataset (COCO-VID JSON, ...)")
+    p.add_argument("source", help="image, folder of images, video file (mp4/avi/mov/mkv), dataset (COCO-VID JSON, "
+                                  "...), or a live stream URL (rtsp, rtmp, http(s), udp, tcp, srt, file)")
     p.add_argument("--checkpoint", required=True,
                    help="an image model (.ckpt or exported .onnx) or a video teacher (.ckpt, run on eval's clips)")
     p.add_argument("--out", type=out_folder, required=True, help="output folder")
@@ -94,6 +101,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=positive_float, default=None, help="frame rate of written videos (default: the source's, else 25)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="leave frames or records that cannot be read out instead of stopping")
+    p.add_argument("--input-format", default=None,
+                   help="read SOURCE live through this FFmpeg input format (v4l2 /dev/video0, avfoundation, dshow, "
+                        "lavfi), where the installed FFmpeg has it")
+    p.add_argument("--max-frames", type=positive_int, default=None,
+                   help="live sources: stop after this many frames (default: until the stream ends or Ctrl-C)")
+    p.add_argument("--stream-buffer", action="store_true",
+                   help="live sources: process every frame even when the model is slower than the source (it falls "
+                        "behind); default: drop the frames there is no time for, always the newest")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
 

@@ -10,12 +10,18 @@ goes to the model once its last support frame is decoded. Outputs (all written a
 - ``detections.json``: COCO result records (``image_id``, ``category_id``, ``bbox`` x,y,w,h,
   ``score``) plus ``video`` and ``frame_id``; ``v2idetr eval --predictions`` scores it. For a video
   file or an image folder, ``image_id`` is the frame's position + 1; for a dataset, its own ids.
-- ``<video>.mp4`` per video (the source's frame rate; always for a video file, with
-  ``save_video`` for other sources) and, with ``save_images``, one annotated PNG per frame.
+- ``<video>.mp4`` per video (the source's frame rate; always for a video file or a live source,
+  with ``save_video`` for other sources) and, with ``save_images``, one annotated PNG per frame.
+
+A live source (a stream URL or an FFmpeg input device: ``deploy.live``) is read as it arrives, for
+``max_frames`` frames or until Ctrl-C / SIGTERM, which end the run normally. It runs in real time: when
+the model is slower than the source, the frames it has no time for are dropped (counted; ``image_id``
+stays the frame's position + 1, and the mp4 keeps the source's timing) unless ``stream_buffer``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import re
@@ -38,9 +44,10 @@ from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 from v2idetr.data.io import read_frame
 from v2idetr.data.load import load_index
 from v2idetr.deploy.clips import ClipWindow
+from v2idetr.deploy.live import LiveStream, live_source, stop_on_signals
 from v2idetr.deploy.runtime import Detections, FrameDetector
 from v2idetr.deploy.video import VideoWriter, draw_detections
-from v2idetr.errors import DatasetError, Problem
+from v2idetr.errors import ConfigError, DatasetError, Problem
 from v2idetr.outputs import output_folder
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,7 @@ class PredictResult:
     seconds: float = 0.0
     model: str = "image model"  # what ran (``FrameDetector.model_description``)
     window_peak: int = 0  # most decoded frames held at once to build clips (1 for an image model)
+    dropped: int = 0  # frames of a live source decoded but not processed (no time for them)
 
     @property
     def fps(self) -> float:
@@ -75,7 +83,8 @@ class _Item:
     frame: FrameRecord
     pixels: np.ndarray
     first: bool  # first frame of its video
-    last: bool  # last frame of its video
+    last: bool  # last frame of its video (never known in advance for a live source)
+    time_s: float | None = None  # a live frame's time since the first (the recording keeps it)
 
 
 def open_source(source: str | Path | DatasetIndex, format: str = "auto", skip_invalid: bool = False) -> DatasetIndex:
@@ -114,12 +123,59 @@ def _read(index: DatasetIndex, out: queue.Queue, stop: threading.Event) -> None:
     out.put(_END)
 
 
+@dataclass
+class _LiveCounts:
+    decoded: int = 0
+    dropped: int = 0
+
+
+def _put_newest(out: queue.Queue, item: _Item, counts: _LiveCounts) -> None:
+    """Queue ``item``, dropping the oldest queued frame when the model has fallen behind."""
+    while True:
+        try:
+            out.put_nowait(item)
+            return
+        except queue.Full:
+            with contextlib.suppress(queue.Empty):
+                out.get_nowait()
+                counts.dropped += 1
+
+
+def _read_live(stream: LiveStream, out: queue.Queue, stop: threading.Event, max_frames: int | None,
+               keep_all: bool, counts: _LiveCounts) -> None:
+    """Reader thread of a live source: frames as `_Item`s until the source ends, ``max_frames`` or
+    ``stop``; ``keep_all`` False drops the frames the model has no time for."""
+    video = VideoRecord(video_id=1, name=stream.spec.name)
+    try:
+        for position, time_s, pixels in stream.frames():
+            if stop.is_set():
+                break
+            h, w = pixels.shape[:2]
+            frame = FrameRecord(position + 1, 1, position, Path(stream.spec.url), w, h,
+                                file_name=f"{position:06d}", container_index=position)
+            item = _Item(video, frame, pixels, position == 0, False, time_s)
+            counts.decoded += 1
+            if keep_all:
+                out.put(item)
+            else:
+                _put_newest(out, item, counts)
+            if max_frames is not None and counts.decoded >= max_frames:
+                break
+    except BaseException as exc:  # handed to the main thread, which raises it
+        out.put(exc)
+        return
+    finally:
+        stream.close()
+    out.put(_END)
+
+
 class _Writer:
     """Writer thread: annotated mp4 per video and/or PNG per frame, in frame order."""
 
-    def __init__(self, out_dir: Path, video_fps: Callable[[VideoRecord], float], save_video: bool, save_images: bool):
+    def __init__(self, out_dir: Path, video_fps: Callable[[VideoRecord], float], save_video: bool, save_images: bool,
+                 timestamps: bool = False):
         self.out_dir, self.video_fps = out_dir, video_fps
-        self.save_video, self.save_images = save_video, save_images
+        self.save_video, self.save_images, self.timestamps = save_video, save_images, timestamps
         self.inbox: queue.Queue = queue.Queue(maxsize=64)
         self.videos: list[Path] = []
         self.images: list[Path] = []
@@ -133,6 +189,9 @@ class _Writer:
             while (job := self.inbox.get()) is not _END and job is not _ABORT:
                 self._write(*job)
             if job is _END:
+                if self._writer is not None:  # a live source's video: its last frame was not known
+                    self.videos.append(self._writer.close())
+                    self._writer = None
                 return
         except BaseException as exc:
             self.error = exc
@@ -147,10 +206,9 @@ class _Writer:
         annotated = draw_detections(item.pixels, det)
         name = _safe_name(item.video.name)
         if self.save_video:
-            if item.first:
-                self._writer = VideoWriter(self.out_dir / f"{name}.mp4", self.video_fps(item.video))
-            assert self._writer is not None
-            self._writer.write(annotated)
+            if item.first or self._writer is None:  # (a live source's first frames may have been dropped)
+                self._writer = VideoWriter(self.out_dir / f"{name}.mp4", self.video_fps(item.video), self.timestamps)
+            self._writer.write(annotated, item.time_s)
             if item.last:
                 self.videos.append(self._writer.close())
                 self._writer = None
@@ -186,6 +244,9 @@ class _Clips:
         self.peak = 0
 
     def push(self, item: _Item) -> list[tuple[_Item, list[np.ndarray]]]:
+        if self.sampling.num_frames == 1:  # an image model: every frame is its own clip, at once
+            self.peak = 1
+            return [(item, [item.pixels])]
         size = item.pixels.shape[:2]
         if item.first:
             self.window, self.size = ClipWindow(len(item.video.frames), self.sampling), size
@@ -235,40 +296,68 @@ def predict(
     format: str = "auto",
     progress: bool = True,
     skip_invalid: bool = False,
+    input_format: str | None = None,
+    max_frames: int | None = None,
+    stream_buffer: bool = False,
 ) -> PredictResult:
     """Run ``detector`` (an image model, or a teacher on clips) over ``source`` and write the outputs
     described in the module docstring.
 
-    ``save_video`` None: an annotated mp4 only when the source is a video file. ``fps`` overrides
-    the frame rate of the written videos (default: the source's, else 25). ``skip_invalid``: records
-    of ``source`` that cannot be read are left out (and listed in the log) instead of stopping.
+    ``save_video`` None: an annotated mp4 only when the source is a video file or live. ``fps``
+    overrides the frame rate of the written videos (default: the source's, else 25; a live recording
+    keeps the source's timestamps). ``skip_invalid``: records of ``source`` that cannot be read are
+    left out (and listed in the log) instead of stopping. A live source (``deploy.live.live_source``:
+    a stream URL, or any ``source`` with ``input_format``) is read for ``max_frames`` frames (None:
+    until it ends or Ctrl-C / SIGTERM); ``stream_buffer`` processes every frame even when the model
+    falls behind the source, instead of the newest.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    index = open_source(source, format, skip_invalid)
-    is_video_file = any(f.container_index is not None for v in index.videos for f in v.frames[:1])
-    if save_video is None:
-        save_video = is_video_file
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    sampling = getattr(detector, "clip_sampling", None)
+    live = None if isinstance(source, DatasetIndex) else live_source(source, input_format)
+    stop = threading.Event()
+    counts = _LiveCounts()
+    if live is not None:
+        if sampling is not None:
+            raise ConfigError(f"{source}: a video teacher needs the frames after each key frame, which a live "
+                              "source has not sent yet; run the student (an image model) live, or the teacher "
+                              "on a recording")
+        stream = LiveStream(live)
+        total, is_video = max_frames, True
+        inbox: queue.Queue = queue.Queue(maxsize=4 * batch_size if stream_buffer else batch_size)
+        reader = threading.Thread(target=_read_live, args=(stream, inbox, stop, max_frames, stream_buffer, counts),
+                                  name="v2idetr-reader", daemon=True)
+        source_fps = stream.fps
+    else:
+        if max_frames is not None or stream_buffer:
+            raise ConfigError(f"{source}: --max-frames and --stream-buffer are for live sources (a stream URL, or a "
+                              "device with --input-format); a file or dataset is read whole")
+        index = open_source(source, format, skip_invalid)
+        total = sum(len(v.frames) for v in index.videos)
+        is_video = any(f.container_index is not None for v in index.videos for f in v.frames[:1])
+        inbox = queue.Queue(maxsize=4 * batch_size)
+        reader = threading.Thread(target=_read, args=(index, inbox, stop), name="v2idetr-reader", daemon=True)
+        source_fps = None
     out = output_folder(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
 
     def video_fps(video: VideoRecord) -> float:
-        return float(fps or video.extra.get("fps") or DEFAULT_FPS)
+        return float(fps or video.extra.get("fps") or source_fps or DEFAULT_FPS)
 
-    total = sum(len(v.frames) for v in index.videos)
-    inbox: queue.Queue = queue.Queue(maxsize=4 * batch_size)
-    stop = threading.Event()
-    reader = threading.Thread(target=_read, args=(index, inbox, stop), name="v2idetr-reader", daemon=True)
-    writer = _Writer(out, video_fps, save_video, save_images)
-    sampling = getattr(detector, "clip_sampling", None)
+    writer = _Writer(out, video_fps, is_video if save_video is None else save_video, save_images,
+                     timestamps=live is not None and not fps)
     clips = _Clips(sampling or _IMAGE)
     records: list[dict[str, Any]] = []
+    processed = 0
     start = time.perf_counter()
     reader.start()
     failed = True
     try:
-        with tqdm(total=total, desc="predict", unit="frame", disable=not progress, dynamic_ncols=True) as bar:
+        with (stop_on_signals(stop) if live is not None else contextlib.nullcontext(),
+              tqdm(total=total, desc="predict", unit="frame", disable=not progress, dynamic_ncols=True) as bar):
             for batch in _batches(inbox, batch_size, clips):
                 if sampling is None:
                     dets = detector.predict_frames([pixels[0] for _, pixels in batch])
@@ -278,11 +367,15 @@ def predict(
                     for rec in det.to_coco(item.frame.image_id):
                         records.append({**rec, "video": item.video.name, "frame_id": item.frame.frame_id})
                     writer.put(item, det)
+                processed += len(batch)
                 bar.update(len(batch))
+                if live is not None and counts.dropped:
+                    bar.set_postfix(dropped=counts.dropped)
         failed = False
     finally:
         stop.set()
-        while reader.is_alive():  # unblock a reader waiting on a full queue
+        deadline = time.monotonic() + 30.0  # a live reader may sit in a read until its timeout
+        while reader.is_alive() and time.monotonic() < deadline:  # unblock a reader waiting on a full queue
             try:
                 inbox.get_nowait()
             except queue.Empty:
@@ -290,8 +383,12 @@ def predict(
         writer.finish(failed)
     seconds = time.perf_counter() - start
     det_path = atomic_write_json(out / "detections.json", records)
-    result = PredictResult(out, det_path, writer.videos, writer.images, total, len(records), seconds,
-                           getattr(detector, "model_description", "image model"), clips.peak)
+    result = PredictResult(out, det_path, writer.videos, writer.images, processed, len(records), seconds,
+                           getattr(detector, "model_description", "image model"), clips.peak, counts.dropped)
     log.info("%s: %d frames in %.1f s (%.1f frames/s end to end), %d detections",
-             result.model, total, seconds, result.fps, len(records))
+             result.model, processed, seconds, result.fps, len(records))
+    if counts.dropped:
+        log.warning("%s: %d of %d decoded frames dropped: the model was slower than the source (a smaller model, "
+                    "a GPU or --stream-buffer, which keeps every frame and falls behind)", source, counts.dropped,
+                    counts.decoded)
     return result

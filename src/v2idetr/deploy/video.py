@@ -51,6 +51,9 @@ def draw_boxes(frame: np.ndarray, boxes: np.ndarray, colour: tuple[int, int, int
     return np.asarray(image)
 
 
+_MILLISECOND = Fraction(1, 1000)
+
+
 def _codec() -> str:
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
@@ -59,11 +62,16 @@ class VideoWriter:
     """Write RGB frames to an mp4 at a given frame rate; the file appears under its name on ``close``.
 
     Frames must all have the size of the first; odd sizes are padded by one black row/column
-    (yuv420p needs even sizes), so boxes drawn in frame pixels stay where they were.
+    (yuv420p needs even sizes), so boxes drawn in frame pixels stay where they were. With
+    ``timestamps`` each frame is written at the time given with it (``write(frame, time_s)``, a
+    variable frame rate): a live recording whose late frames were dropped still plays in real time.
     """
 
-    def __init__(self, path: str | Path, fps: float | Fraction = 25.0):
+    def __init__(self, path: str | Path, fps: float | Fraction = 25.0, timestamps: bool = False):
         self.path = Path(path)
+        self.timestamps = timestamps
+        self._first_time: float | None = None
+        self._last_pts = -1
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temp_beside(self.path, suffix=".tmp.mp4")
         self._fps = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(25)
@@ -78,9 +86,21 @@ class VideoWriter:
         stream.width, stream.height = w + w % 2, h + h % 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "20", "preset": "veryfast"} if codec == "libx264" else {"qscale": "3"}
+        if self.timestamps:
+            stream.codec_context.time_base = _MILLISECOND
         self._stream, self._size = stream, (h, w)
 
-    def write(self, frame: np.ndarray) -> None:
+    def _pts(self, time_s: float | None) -> int:
+        """Milliseconds since the first frame, strictly increasing (a repeated time moves on by 1 ms)."""
+        if time_s is None:
+            raise ValueError(f"{self.path}: a video written with timestamps needs each frame's time")
+        if self._first_time is None:
+            self._first_time = time_s
+        self._last_pts = max(round((time_s - self._first_time) * 1000), self._last_pts + 1)
+        return self._last_pts
+
+    def write(self, frame: np.ndarray, time_s: float | None = None) -> None:
+        """Append ``frame`` (``[H, W, 3]`` uint8 RGB); ``time_s``: its time, with ``timestamps`` only."""
         h, w = frame.shape[:2]
         if self._stream is None:
             self._open_stream(h, w)
@@ -88,7 +108,10 @@ class VideoWriter:
             raise ValueError(f"{self.path}: frame {self.frames} is {w}x{h}, the video is {self._size[1]}x{self._size[0]}")
         if h % 2 or w % 2:
             frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        if self.timestamps:
+            picture.pts, picture.time_base = self._pts(time_s), _MILLISECOND
+        for packet in self._stream.encode(picture):
             self._container.mux(packet)
         self.frames += 1
 

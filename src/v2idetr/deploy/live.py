@@ -1,0 +1,130 @@
+"""Live sources for `v2idetr predict`: a network stream or an FFmpeg input device, decoded as it arrives.
+
+A live source is named by a URL (``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``, ``tcp://``,
+``srt://``, or ``file://`` to replay a recording as if live) or by an FFmpeg input format
+(``--input-format``: ``v4l2`` for a capture card or camera on Linux, ``avfoundation`` on macOS,
+``dshow`` on Windows, ``lavfi`` for FFmpeg's test sources) where the installed FFmpeg has it. Unlike a
+file it has no length and no end until the sender stops, so `predict` reads it frame by frame, for
+``max_frames`` frames or until Ctrl-C / SIGTERM, and then finishes its outputs as for a file.
+
+Only image models run live (the deployed student): a video teacher's clips need frames after the
+key frame, which a live source has not sent yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import av
+import numpy as np
+
+from v2idetr.errors import ConfigError, DatasetError, Problem
+
+log = logging.getLogger(__name__)
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "file")
+
+
+@dataclass(frozen=True)
+class LiveSpec:
+    """What FFmpeg opens: ``url`` (a URL, a device, a filter graph) in ``input_format`` (None: guessed)."""
+
+    url: str
+    input_format: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A name for the outputs (``<name>.mp4``): the URL's last path part, or the device."""
+        parsed = urlparse(self.url)
+        tail = Path(parsed.path).stem if parsed.scheme else Path(self.url).name
+        return tail or parsed.hostname or self.input_format or "live"
+
+
+def live_source(source: object, input_format: str | None = None) -> LiveSpec | None:
+    """The live source ``source`` names (a stream URL, or anything with ``input_format``), else None."""
+    text = str(source)
+    if input_format:
+        return LiveSpec(text, input_format)
+    if urlparse(text).scheme.lower() in STREAM_SCHEMES:
+        options = {"rtsp_transport": "tcp"} if text.lower().startswith(("rtsp://", "rtsps://")) else {}
+        return LiveSpec(text, None, options)
+    return None
+
+
+class LiveStream:
+    """An open live source; `frames` yields ``(position, time_s, [H, W, 3] uint8 RGB)`` as they are decoded.
+
+    ``timeout_s`` bounds opening and each read of a network source, so a sender that goes silent ends
+    the run instead of hanging it.
+    """
+
+    def __init__(self, spec: LiveSpec, timeout_s: float = 10.0):
+        self.spec = spec
+        if spec.input_format and spec.input_format not in av.formats_available:
+            raise ConfigError(
+                f"--input-format {spec.input_format!r}: the FFmpeg inside this PyAV build cannot read it. "
+                "Stream the device over the network instead (for example `ffmpeg -f v4l2 -i /dev/video0 -f "
+                "mpegts udp://127.0.0.1:5000`, then predict udp://127.0.0.1:5000), or install PyAV built "
+                "against a system FFmpeg that has it"
+            )
+        try:
+            self.container = av.open(spec.url, format=spec.input_format, options=dict(spec.options),
+                                      timeout=timeout_s)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise DatasetError(Problem(spec.url, "live source", "open", f"FFmpeg cannot open it: {exc}"),
+                               header="cannot read the live source") from exc
+        if not self.container.streams.video:
+            self.container.close()
+            raise DatasetError(Problem(spec.url, "live source", "streams", "has no video stream"),
+                               header="cannot read the live source")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+
+    @property
+    def fps(self) -> float | None:
+        """The frame rate the source announces (None when it does not)."""
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        return float(rate) if rate else None
+
+    def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        position, start = 0, None
+        for frame in self.container.decode(self.stream):
+            time_s = frame.time if frame.time is not None else position / (self.fps or 25.0)
+            start = time_s if start is None else start
+            yield position, time_s - start, frame.to_ndarray(format="rgb24")
+            position += 1
+
+    def close(self) -> None:
+        with contextlib.suppress(av.error.FFmpegError, OSError):
+            self.container.close()
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM end a live run normally (``stop`` is set, the outputs are finished); a second
+    one interrupts at once."""
+
+    def handle(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        log.warning("%s received: finishing the outputs of the frames processed so far", signal.Signals(signum).name)
+
+    old: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: no handler, the caller stops it
+            old[sig] = signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
