@@ -15,7 +15,7 @@ import pytest
 
 from v2idetr import Detector
 from v2idetr.cli import main
-from v2idetr.deploy.live import LiveSpec, live_source
+from v2idetr.deploy.live import LiveSpec, LiveStream, live_source
 from v2idetr.deploy.predict import predict
 from v2idetr.deploy.video import VideoWriter
 from v2idetr.errors import ConfigError, DatasetError
@@ -119,3 +119,34 @@ def test_live_mistakes_are_refused_clearly(tiny_checkpoint: Path, teacher_ckpt: 
     assert main(["predict", str(mp4), "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "o"),
                  "--max-frames", "5"]) != 0
     assert "for live sources" in capsys.readouterr().err
+
+
+class _LostAfter:
+    """A container whose decoding fails after ``n`` frames, as when the network drops."""
+
+    def __init__(self, container, n: int):
+        self.container, self.n = container, n
+
+    def decode(self, *args):
+        for i, frame in enumerate(self.container.decode(*args)):
+            if i == self.n:
+                raise av.error.EOFError(5, "connection lost")
+            yield frame
+
+    def close(self) -> None:
+        self.container.close()
+
+
+@needs_lavfi
+def test_a_source_that_fails_mid_stream_keeps_what_was_read() -> None:
+    """The network drops after 3 frames: the stream ends there (the outputs so far are kept); a source
+    that fails before its first frame is an error naming it."""
+    stream = LiveStream(LiveSpec(PATTERN.format(rate=25), "lavfi"))
+    stream.container = _LostAfter(stream.container, 3)
+    assert [p for p, _, _ in stream.frames()] == [0, 1, 2]
+    stream.close()
+    stream = LiveStream(LiveSpec(PATTERN.format(rate=25), "lavfi"))
+    stream.container = _LostAfter(stream.container, 0)
+    with pytest.raises(DatasetError, match="no frame could be read"):
+        list(stream.frames())
+    stream.close()

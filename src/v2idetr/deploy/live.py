@@ -96,8 +96,23 @@ class LiveStream:
         return float(rate) if rate else None
 
     def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        """A source that fails after its first frame (the network drops, the sender stops) ends the
+        stream with a warning, so what was processed until then is kept; one that never sends a
+        frame is an error."""
         position, start = 0, None
-        for frame in self.container.decode(self.stream):
+        decoded = self.container.decode(self.stream)
+        while True:
+            try:
+                frame = next(decoded)
+            except StopIteration:
+                return
+            except (av.error.FFmpegError, OSError) as exc:
+                if position == 0:
+                    raise DatasetError(Problem(self.spec.url, "live source", "read", f"no frame could be read: {exc}"),
+                                       header="cannot read the live source") from exc
+                log.warning("%s: the live source stopped after %d frames (%s); finishing the outputs",
+                            self.spec.url, position, exc)
+                return
             time_s = frame.time if frame.time is not None else position / (self.fps or 25.0)
             start = time_s if start is None else start
             yield position, time_s - start, frame.to_ndarray(format="rgb24")
