@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -150,3 +151,20 @@ def test_a_source_that_fails_mid_stream_keeps_what_was_read() -> None:
     with pytest.raises(DatasetError, match="no frame could be read"):
         list(stream.frames())
     stream.close()
+
+
+@needs_lavfi
+def test_detector_stream_yields_live_detections_and_closes_on_break(tiny_checkpoint: Path) -> None:
+    det = Detector.from_checkpoint(tiny_checkpoint, device="cpu", score_thresh=0.0)
+    seen = [(frame.position, frame.pixels.shape, len(d)) for frame, d in
+            det.stream(PATTERN.format(rate=25), input_format="lavfi", max_frames=5, keep_all=True)]
+    assert [p for p, _, _ in seen] == [0, 1, 2, 3, 4] and all(s == (48, 64, 3) and n > 0 for _, s, n in seen)
+    endless = det.stream(PATTERN.format(rate=25) + ",realtime", input_format="lavfi")
+    positions = []
+    for frame, _ in endless:
+        positions.append(frame.position)
+        if len(positions) == 3:
+            break
+    endless.close()  # the generator's finally stops the reader thread and closes the source
+    assert positions[0] == 0 and positions == sorted(set(positions))
+    assert not [t for t in threading.enumerate() if t.name == "v2idetr-live-reader"]

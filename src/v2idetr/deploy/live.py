@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +123,81 @@ class LiveStream:
     def close(self) -> None:
         with contextlib.suppress(av.error.FFmpegError, OSError):
             self.container.close()
+
+
+@dataclass
+class LiveFrame:
+    """One decoded frame of a live source: its position (from 0), time since the first frame, pixels."""
+
+    position: int
+    time_s: float
+    pixels: np.ndarray
+
+
+END = object()  # what a `LiveReader` queues after its last frame
+
+
+class LiveReader:
+    """A thread that decodes ``stream`` into ``queue`` (`LiveFrame`s, then `END`; an error travels as itself).
+
+    Real time unless ``keep_all``: the queue holds at most ``capacity`` frames and, when the consumer
+    has fallen behind, the oldest is dropped for the newest (``dropped`` counts them), so the consumer
+    always gets the frames the source sent last. It stops after ``max_frames`` frames, when the source
+    ends, or at `stop` (at the next frame; a stalled network source at its read timeout).
+    """
+
+    def __init__(self, stream: LiveStream, capacity: int = 1, keep_all: bool = False, max_frames: int | None = None):
+        self.stream, self.keep_all, self.max_frames = stream, keep_all, max_frames
+        self.queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self.decoded = 0
+        self.dropped = 0
+        self.stop_requested = threading.Event()  # set by stop(), or by stop_on_signals
+        self._thread = threading.Thread(target=self._run, name="v2idetr-live-reader", daemon=True)
+
+    def start(self) -> LiveReader:
+        self._thread.start()
+        return self
+
+    def _put_newest(self, frame: LiveFrame) -> None:
+        while True:
+            try:
+                self.queue.put_nowait(frame)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self.queue.get_nowait()
+                    self.dropped += 1
+
+    def _run(self) -> None:
+        try:
+            for position, time_s, pixels in self.stream.frames():
+                if self.stop_requested.is_set():
+                    break
+                self.decoded += 1
+                frame = LiveFrame(position, time_s, pixels)
+                if self.keep_all:
+                    self.queue.put(frame)
+                else:
+                    self._put_newest(frame)
+                if self.max_frames is not None and self.decoded >= self.max_frames:
+                    break
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self.queue.put(exc)
+            return
+        finally:
+            self.stream.close()
+        self.queue.put(END)
+
+    def stop(self, wait_s: float = 30.0) -> None:
+        """Ask the thread to end and wait for it (at most ``wait_s``: it may sit in a read until its
+        timeout; it is a daemon, so it never keeps the process alive)."""
+        self.stop_requested.set()
+        deadline = time.monotonic() + wait_s
+        while self._thread.is_alive() and time.monotonic() < deadline:  # unblock a put on a full queue
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.1)
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 from v2idetr.data.io import read_frame
 from v2idetr.data.load import load_index
 from v2idetr.deploy.clips import ClipWindow
-from v2idetr.deploy.live import LiveStream, live_source, stop_on_signals
+from v2idetr.deploy.live import END, LiveFrame, LiveReader, LiveStream, live_source, stop_on_signals
 from v2idetr.deploy.runtime import Detections, FrameDetector
 from v2idetr.deploy.video import VideoWriter, draw_detections
 from v2idetr.errors import ConfigError, DatasetError, Problem
@@ -53,7 +53,7 @@ from v2idetr.outputs import output_folder
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 25.0
-_END = object()
+_END = END  # after a video's last frame, from either reader
 _ABORT = object()  # sent instead of _END when the run failed: partial outputs are dropped
 
 
@@ -123,50 +123,16 @@ def _read(index: DatasetIndex, out: queue.Queue, stop: threading.Event) -> None:
     out.put(_END)
 
 
-@dataclass
-class _LiveCounts:
-    decoded: int = 0
-    dropped: int = 0
+def _live_item(video: VideoRecord, url: str) -> Callable[[LiveFrame], _Item]:
+    """A live frame as the pipeline's item: ``image_id`` its position + 1, dropped frames leave gaps."""
 
+    def item(frame: LiveFrame) -> _Item:
+        h, w = frame.pixels.shape[:2]
+        record = FrameRecord(frame.position + 1, video.video_id, frame.position, Path(url), w, h,
+                             file_name=f"{frame.position:06d}", container_index=frame.position)
+        return _Item(video, record, frame.pixels, frame.position == 0, False, frame.time_s)
 
-def _put_newest(out: queue.Queue, item: _Item, counts: _LiveCounts) -> None:
-    """Queue ``item``, dropping the oldest queued frame when the model has fallen behind."""
-    while True:
-        try:
-            out.put_nowait(item)
-            return
-        except queue.Full:
-            with contextlib.suppress(queue.Empty):
-                out.get_nowait()
-                counts.dropped += 1
-
-
-def _read_live(stream: LiveStream, out: queue.Queue, stop: threading.Event, max_frames: int | None,
-               keep_all: bool, counts: _LiveCounts) -> None:
-    """Reader thread of a live source: frames as `_Item`s until the source ends, ``max_frames`` or
-    ``stop``; ``keep_all`` False drops the frames the model has no time for."""
-    video = VideoRecord(video_id=1, name=stream.spec.name)
-    try:
-        for position, time_s, pixels in stream.frames():
-            if stop.is_set():
-                break
-            h, w = pixels.shape[:2]
-            frame = FrameRecord(position + 1, 1, position, Path(stream.spec.url), w, h,
-                                file_name=f"{position:06d}", container_index=position)
-            item = _Item(video, frame, pixels, position == 0, False, time_s)
-            counts.decoded += 1
-            if keep_all:
-                out.put(item)
-            else:
-                _put_newest(out, item, counts)
-            if max_frames is not None and counts.decoded >= max_frames:
-                break
-    except BaseException as exc:  # handed to the main thread, which raises it
-        out.put(exc)
-        return
-    finally:
-        stream.close()
-    out.put(_END)
+    return item
 
 
 class _Writer:
@@ -264,9 +230,10 @@ class _Clips:
 
 
 def _batches(
-    inbox: queue.Queue, batch_size: int, clips: _Clips
+    inbox: queue.Queue, batch_size: int, clips: _Clips, to_item: Callable[[Any], _Item] | None = None
 ) -> Iterator[list[tuple[_Item, list[np.ndarray]]]]:
-    """Group ready clips into batches; a batch never waits for frames that are not decoded yet."""
+    """Group ready clips into batches; a batch never waits for frames that are not decoded yet.
+    ``to_item`` turns what the reader queued into an `_Item` (a live reader queues `LiveFrame`s)."""
     ready: list[tuple[_Item, list[np.ndarray]]] = []
     while True:
         item = inbox.get()
@@ -274,7 +241,7 @@ def _batches(
             raise item
         if item is _END:
             break
-        ready += clips.push(item)
+        ready += clips.push(to_item(item) if to_item is not None else item)
         while len(ready) >= batch_size:
             yield ready[:batch_size]
             ready = ready[batch_size:]
@@ -318,17 +285,18 @@ def predict(
     sampling = getattr(detector, "clip_sampling", None)
     live = None if isinstance(source, DatasetIndex) else live_source(source, input_format)
     stop = threading.Event()
-    counts = _LiveCounts()
+    live_reader: LiveReader | None = None
+    to_item: Callable[[Any], _Item] | None = None
     if live is not None:
         if sampling is not None:
             raise ConfigError(f"{source}: a video teacher needs the frames after each key frame, which a live "
                               "source has not sent yet; run the student (an image model) live, or the teacher "
                               "on a recording")
         stream = LiveStream(live)
-        total, is_video = max_frames, True
-        inbox: queue.Queue = queue.Queue(maxsize=4 * batch_size if stream_buffer else batch_size)
-        reader = threading.Thread(target=_read_live, args=(stream, inbox, stop, max_frames, stream_buffer, counts),
-                                  name="v2idetr-reader", daemon=True)
+        live_reader = LiveReader(stream, capacity=4 * batch_size if stream_buffer else batch_size,
+                                 keep_all=stream_buffer, max_frames=max_frames)
+        total, is_video, inbox, reader = max_frames, True, live_reader.queue, live_reader
+        to_item = _live_item(VideoRecord(video_id=1, name=live.name), live.url)
         source_fps = stream.fps
     else:
         if max_frames is not None or stream_buffer:
@@ -356,9 +324,9 @@ def predict(
     reader.start()
     failed = True
     try:
-        with (stop_on_signals(stop) if live is not None else contextlib.nullcontext(),
+        with (stop_on_signals(live_reader.stop_requested) if live_reader is not None else contextlib.nullcontext(),
               tqdm(total=total, desc="predict", unit="frame", disable=not progress, dynamic_ncols=True) as bar):
-            for batch in _batches(inbox, batch_size, clips):
+            for batch in _batches(inbox, batch_size, clips, to_item):
                 if sampling is None:
                     dets = detector.predict_frames([pixels[0] for _, pixels in batch])
                 else:
@@ -369,26 +337,29 @@ def predict(
                     writer.put(item, det)
                 processed += len(batch)
                 bar.update(len(batch))
-                if live is not None and counts.dropped:
-                    bar.set_postfix(dropped=counts.dropped)
+                if live_reader is not None and live_reader.dropped:
+                    bar.set_postfix(dropped=live_reader.dropped)
         failed = False
     finally:
-        stop.set()
-        deadline = time.monotonic() + 30.0  # a live reader may sit in a read until its timeout
-        while reader.is_alive() and time.monotonic() < deadline:  # unblock a reader waiting on a full queue
-            try:
-                inbox.get_nowait()
-            except queue.Empty:
-                reader.join(timeout=0.1)
+        if live_reader is not None:
+            live_reader.stop()
+        else:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting on a full queue
+                try:
+                    inbox.get_nowait()
+                except queue.Empty:
+                    reader.join(timeout=0.1)
         writer.finish(failed)
     seconds = time.perf_counter() - start
     det_path = atomic_write_json(out / "detections.json", records)
     result = PredictResult(out, det_path, writer.videos, writer.images, processed, len(records), seconds,
-                           getattr(detector, "model_description", "image model"), clips.peak, counts.dropped)
+                           getattr(detector, "model_description", "image model"), clips.peak,
+                           live_reader.dropped if live_reader is not None else 0)
     log.info("%s: %d frames in %.1f s (%.1f frames/s end to end), %d detections",
              result.model, processed, seconds, result.fps, len(records))
-    if counts.dropped:
+    if result.dropped:
         log.warning("%s: %d of %d decoded frames dropped: the model was slower than the source (a smaller model, "
-                    "a GPU or --stream-buffer, which keeps every frame and falls behind)", source, counts.dropped,
-                    counts.decoded)
+                    "a GPU or --stream-buffer, which keeps every frame and falls behind)", source, result.dropped,
+                    live_reader.decoded if live_reader is not None else 0)
     return result

@@ -26,6 +26,7 @@ from v2idetr.data.clips import ClipSampling
 from v2idetr.deploy.clips import clip_positions
 from v2idetr.deploy.engines import build_engine
 from v2idetr.deploy.inference_model import InferenceModel
+from v2idetr.deploy.live import END, LiveFrame, LiveReader, LiveSpec, LiveStream, live_source
 from v2idetr.deploy.preprocess import PreparedBatch, as_rgb_array, prepare_batch, split_frames
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.inference import eval_clip_mode
@@ -107,6 +108,31 @@ class FrameDetector:
     def predict_frames(self, frames: list[np.ndarray]) -> list[Detections]:
         """``[H, W, 3]`` uint8 RGB frames (any sizes) -> one ``Detections`` per frame."""
         return list(self.detections(*self.run(self.prepare(frames))))
+
+    def stream(
+        self, source: str, input_format: str | None = None, max_frames: int | None = None, keep_all: bool = False
+    ) -> Iterator[tuple[LiveFrame, Detections]]:
+        """Detect on a live source (a stream URL, or a device with ``input_format``; see ``deploy.live``)
+        as it arrives: ``(frame, detections)`` per processed frame, ``frame.pixels`` RGB, ``frame.position``
+        its place in the source (gaps where frames were dropped), ``frame.time_s`` its time.
+
+        Real time unless ``keep_all``: while the loop body runs, the frames that arrive are dropped but the
+        newest, so each detection is for the most recent frame. Stops after ``max_frames`` frames, when the
+        source ends, or when the loop is left (``break``), which also closes the source.
+        """
+        if self.clip_sampling is not None:
+            raise ConfigError(f"{source}: a video teacher needs the frames after each key frame, which a live "
+                              "source has not sent yet; stream the student (an image model)")
+        spec = live_source(source, input_format) or LiveSpec(str(source), input_format)
+        reader = LiveReader(LiveStream(spec), capacity=8 if keep_all else 1, keep_all=keep_all,
+                            max_frames=max_frames).start()
+        try:
+            while (item := reader.queue.get()) is not END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item, self.predict_frames([item.pixels])[0]
+        finally:
+            reader.stop()
 
     def __call__(self, inputs: Any) -> Detections | list[Detections]:
         """One frame -> ``Detections``; a list of frames or a 4-D batch -> a list of them."""
