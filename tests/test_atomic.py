@@ -1,11 +1,12 @@
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
-from v2idetr.atomic import atomic_write, atomic_write_json, atomic_write_text
+from v2idetr.atomic import atomic_write, atomic_write_json, atomic_write_text, folder_lock
 
 
 def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -60,3 +61,32 @@ def test_stale_temp_files_of_killed_writers_are_removed_and_nothing_else(tmp_pat
         path.write_text("mine")
     assert sorted(remove_stale_temps(tmp_path)) == sorted(stale)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)
+
+
+def test_folder_lock_makes_a_second_holder_wait(tmp_path: Path) -> None:
+    pytest.importorskip("fcntl")
+    order: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with folder_lock(tmp_path / "bench"):
+            order.append("first in")
+            holding.set()
+            release.wait(10)
+            order.append("first out")
+
+    def second() -> None:
+        holding.wait(10)
+        with folder_lock(tmp_path / "bench"):
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    holding.wait(10)
+    threads[1].join(0.3)  # the second holder must still be waiting
+    assert order == ["first in"] and threads[1].is_alive()
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["first in", "first out", "second in"]

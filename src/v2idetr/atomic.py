@@ -7,12 +7,13 @@ annotations, reports) goes through here: write to a temporary file in the same f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,23 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     if removed:
         log.warning("removed %d temporary file(s) left by an interrupted write in %s", len(removed), folder)
     return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, name: str = ".lock") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (the file ``name`` in it) for the block, so processes that
+    prepare the same folder (two seeds of one benchmark started side by side) take turns instead of
+    writing the same files at once. Advisory (``flock``); where the OS has none, it does nothing."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one process per folder there
+        yield
+        return
+    with open(folder / name, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

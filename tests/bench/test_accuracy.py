@@ -240,6 +240,32 @@ def test_test_videos_only_with_a_preset(tmp_path: Path) -> None:
         benchmark_accuracy(tmp_path, rows=["baseline"], test_videos=3, data=("t.json", "v.json", None))
 
 
+def test_data_are_written_under_the_folder_lock(monkeypatch, tmp_path: Path) -> None:
+    """Two seeds started side by side into one folder: the one that writes the data holds the lock."""
+    fcntl = pytest.importorskip("fcntl")
+    import v2idetr.bench.accuracy as accuracy
+
+    def locked() -> bool:
+        with open(tmp_path / accuracy.LOCK_FILE, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+    seen: list[bool] = []
+
+    def fake_generate(folder: Path, **kwargs) -> None:
+        seen.append(locked())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(accuracy, "generate", fake_generate)
+    with pytest.raises(RuntimeError, match="stop here"):
+        benchmark_accuracy(tmp_path, rows=["baseline"], seeds=[0], progress=False)
+    assert seen == [True] and not locked()
+
+
 def test_unknown_rows_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="student-xyz"):
         benchmark_accuracy(tmp_path, rows=["student-xyz"])

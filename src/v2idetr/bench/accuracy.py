@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from v2idetr import api
-from v2idetr.atomic import atomic_write_json, atomic_write_text
+from v2idetr.atomic import atomic_write_json, atomic_write_text, folder_lock
 from v2idetr.bench.rows import ROWS, Row, default_rows
 from v2idetr.bench.schedule import Schedule
 from v2idetr.config import shipped_configs
@@ -100,6 +100,7 @@ def synthetic_splits(out: Path, preset: str, videos: int, frames: int, size: int
 
 
 SETTINGS_FILE = "bench.json"
+LOCK_FILE = ".bench.lock"  # `folder_lock`: held while a benchmark checks its settings and writes its data
 # what a benchmark writes into its folder (--overwrite deletes these, nothing else)
 BENCH_OUTPUTS = ("runs", "data", "data-test", "data-budget", SETTINGS_FILE, "results.json", "results.md")
 
@@ -361,32 +362,33 @@ def benchmark_accuracy(
         clear_benchmark(out)
     out.mkdir(parents=True, exist_ok=True)
     test_videos = test_videos or default_test_videos(synth[0])
-    check_settings(out, {
-        "size": size, "schedule": [steps, teacher_steps, student_steps], "overrides": list(overrides),
-        **({"label_every": label_every} if label_every > 1 else {}),
-        **({"unlabelled_videos": unlabelled_videos} if unlabelled_videos else {}),
-        **({"unlabelled": str(Path(unlabelled).resolve())} if unlabelled else {}),
-        "data": None if data is None else [x and str(Path(x).resolve()) for x in data],
-        "synthetic": None if data is not None else {
-            "preset": preset or "ultrasound", "videos_frames_size": list(synth), "test_videos": test_videos},
-    })
-    if data is not None:
-        train, val, test = data
-        splits = Splits(Path(train), Path(val), Path(test or val), test_is_val=test is None,
-                        unlabelled=Path(unlabelled) if unlabelled else None)
-        source = f"{train} (checkpoints chosen on {val})" + (f"; archive of unlabelled videos {unlabelled}"
-                                                             if unlabelled else "")
-    else:
-        splits = synthetic_splits(out, preset or "ultrasound", *synth, test_videos=test_videos,
-                                  unlabelled_videos=unlabelled_videos)
-        source = (f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px "
-                  f"(test: {test_videos} other videos"
-                  + (f"; archive: {unlabelled_videos} other videos nobody labelled" if unlabelled_videos else "")
-                  + ")")
-    splits = label_budget(splits, label_every, out / "data-budget")
-    if label_every > 1:
-        source += (f"; label budget: 1 training frame in {label_every} per video labelled (`data sparsify --every "
-                   f"{label_every}`), the rest unlabelled; validation and test fully labelled")
+    with folder_lock(out, LOCK_FILE):  # seeds started side by side: one writes the data, the others wait
+        check_settings(out, {
+            "size": size, "schedule": [steps, teacher_steps, student_steps], "overrides": list(overrides),
+            **({"label_every": label_every} if label_every > 1 else {}),
+            **({"unlabelled_videos": unlabelled_videos} if unlabelled_videos else {}),
+            **({"unlabelled": str(Path(unlabelled).resolve())} if unlabelled else {}),
+            "data": None if data is None else [x and str(Path(x).resolve()) for x in data],
+            "synthetic": None if data is not None else {
+                "preset": preset or "ultrasound", "videos_frames_size": list(synth), "test_videos": test_videos},
+        })
+        if data is not None:
+            train, val, test = data
+            splits = Splits(Path(train), Path(val), Path(test or val), test_is_val=test is None,
+                            unlabelled=Path(unlabelled) if unlabelled else None)
+            source = f"{train} (checkpoints chosen on {val})" + (f"; archive of unlabelled videos {unlabelled}"
+                                                                 if unlabelled else "")
+        else:
+            splits = synthetic_splits(out, preset or "ultrasound", *synth, test_videos=test_videos,
+                                      unlabelled_videos=unlabelled_videos)
+            source = (f"synthetic {preset} preset, {synth[0]} videos x {synth[1]} frames at {synth[2]} px "
+                      f"(test: {test_videos} other videos"
+                      + (f"; archive: {unlabelled_videos} other videos nobody labelled" if unlabelled_videos else "")
+                      + ")")
+        splits = label_budget(splits, label_every, out / "data-budget")
+        if label_every > 1:
+            source += (f"; label budget: 1 training frame in {label_every} per video labelled (`data sparsify --every "
+                       f"{label_every}`), the rest unlabelled; validation and test fully labelled")
     split_name = "validation split (no test split given)" if splits.test_is_val else "test split"
     header = (f"# v2idetr accuracy benchmark\n\n{source}; {size} configs; {schedule.describe(rows)}; "
               + (f"overrides: `{' '.join(overrides)}`; " if overrides else "")
