@@ -35,12 +35,16 @@ def test_json_refuses_nan(tmp_path: Path) -> None:
 def test_written_files_get_the_mode_a_plain_open_gives(tmp_path: Path, umask: int) -> None:
     """mkstemp's temporary files are owner-only; outputs shared in a team's run folder must not be."""
     import numpy as np
+    import torch
+    from safetensors.torch import save_file
 
     from v2idetr.deploy.video import VideoWriter
 
     old = os.umask(umask)
     try:
         atomic_write_text(tmp_path / "report.md", "x")
+        # safetensors recreates the file it writes owner-only (checkpoints are written so)
+        atomic_write(tmp_path / "last.ckpt", lambda tmp: save_file({"w": torch.zeros(2)}, str(tmp)))
         writer = VideoWriter(tmp_path / "clip.mp4", fps=5)
         writer.write(np.zeros((16, 16, 3), dtype=np.uint8))
         writer.close()
@@ -48,7 +52,7 @@ def test_written_files_get_the_mode_a_plain_open_gives(tmp_path: Path, umask: in
     finally:
         os.umask(old)
     expected = 0o666 & ~umask
-    for name in ("report.md", "clip.mp4", "plain.txt"):
+    for name in ("report.md", "last.ckpt", "clip.mp4", "plain.txt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
 
 

@@ -44,8 +44,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
+    mode = tmp.stat().st_mode & 0o777
     try:
         write(tmp)
+        if tmp.stat().st_mode & 0o777 != mode:  # a writer that recreates the file (safetensors: 0600)
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
