@@ -5,7 +5,7 @@ from v2idetr.config import ModelConfig
 from v2idetr.models.backbone import FeatureMaps
 from v2idetr.models.detector import build_detector
 from v2idetr.models.msi import MSITemporal
-from v2idetr.models.teacher import VideoTeacher
+from v2idetr.models.teacher import VideoTeacher, repeated_frames
 
 
 def tiny(**kw) -> ModelConfig:
@@ -110,3 +110,47 @@ def test_gated_msi_starts_as_the_image_detector_and_its_gate_learns() -> None:
         gate.weight.copy_(torch.eye(32))
     images[:, 2] = torch.randn(2, 3, 64, 64)
     assert not torch.allclose(teacher(images, masks)["pred_logits"], alone["pred_logits"])
+
+
+def test_repeated_frames_are_found_exactly_and_padding_counts() -> None:
+    torch.manual_seed(0)
+    a, b, c = torch.rand(3, 3, 16, 16)
+    masks = torch.zeros(6, 16, 16, dtype=torch.bool)
+    masks[5, :, 12:] = True  # the same pixels with other padding: another input
+    first, inverse = repeated_frames(torch.stack([a, b, a, c, b, b]), masks)
+    assert first.tolist() == [0, 1, 3, 5] and inverse.tolist() == [0, 1, 0, 2, 1, 3]
+    near = a.clone()
+    near[0, 0, 0] += 1e-6  # fingerprints within tolerance, pixels not equal
+    assert repeated_frames(torch.stack([a, near]), masks[:2]) is None
+    assert repeated_frames(torch.stack([a, b, c]), masks[:3]) is None
+
+
+def _overlapping_clips(frames: int = 6, t: int = 3) -> torch.Tensor:
+    """Clips of consecutive key frames of one video, as eval builds them (key, then key-1, key+1)."""
+    video = torch.rand(frames, 3, 64, 64)
+    keys = range(1, frames - 1)
+    return torch.stack([video[[k, k - 1, k + 1][:t]] for k in keys])
+
+
+def test_teacher_runs_each_distinct_frame_once_in_eval_with_the_same_outputs() -> None:
+    torch.manual_seed(0)
+    teacher = VideoTeacher(tiny(), num_classes=2, num_frames=3).eval()
+    seen: list[int] = []
+    teacher.detector.backbone.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].shape[0]))
+    clips = _overlapping_clips()  # 4 clips, 12 frames, 6 distinct
+    masks = torch.zeros(4, 64, 64, dtype=torch.bool)
+    with torch.no_grad():
+        reused = teacher(clips, masks)
+        teacher.reuse_repeated_frames = False
+        every = teacher(clips, masks)
+    assert seen == [6, 12]
+    for key in ("pred_logits", "pred_boxes"):
+        torch.testing.assert_close(reused[key], every[key], rtol=1e-4, atol=1e-5)
+    teacher.reuse_repeated_frames = True
+    seen.clear()
+    with torch.no_grad():
+        teacher(clips[:, :1].repeat(1, 3, 1, 1, 1), masks)  # a static teacher's clips: one frame each
+    assert seen == [4]
+    teacher.train()  # training: batch statistics would change, every frame goes through
+    teacher(clips, masks)
+    assert seen == [4, 12]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from v2idetr.config import ModelConfig
@@ -15,6 +16,32 @@ from v2idetr.errors import ConfigError
 from v2idetr.models.backbone import FeatureMaps
 from v2idetr.models.detector import Detector, build_detector
 from v2idetr.models.msi import MeanTemporal, MSITemporal, split_frames
+
+
+def repeated_frames(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(first, inverse)`` for a batch of frames ``images [N, 3, H, W]`` (``masks [N, H, W]``) in
+    which some frame occurs more than once with the same padding, so that ``images[first][inverse]``
+    is ``images``; None when every frame differs. Neighbouring clips share frames (a batch of 8
+    consecutive key frames with T = 3 holds about 10 distinct frames in 24; a static teacher's clip
+    one in T), and an image backbone in eval mode treats every frame on its own, so the features of
+    the distinct ones are all a teacher needs. A cheap fingerprint finds candidates; equality is exact."""
+    n = images.shape[0]
+    if n < 2:
+        return None
+    flat = images.reshape(n, -1)
+    prints = (flat.sum(1) + flat[:, ::7].sum(1) * 3.0 + masks.reshape(n, -1).sum(1)).tolist()
+    first: list[int] = []
+    inverse: list[int] = []
+    for i, fp in enumerate(prints):
+        match = next((k for k, j in enumerate(first) if abs(prints[j] - fp) <= 1e-4 * (abs(fp) + 1.0)
+                      and torch.equal(flat[j], flat[i]) and torch.equal(masks[j], masks[i])), None)
+        if match is None:
+            first.append(i)
+            match = len(first) - 1
+        inverse.append(match)
+    if len(first) == n:
+        return None
+    return (torch.tensor(first, device=images.device), torch.tensor(inverse, device=images.device))
 
 
 class VideoTeacher(nn.Module):
@@ -26,6 +53,8 @@ class VideoTeacher(nn.Module):
         if num_frames < 1:
             raise ConfigError(f"config key 'data.num_frames' = {num_frames}: a teacher needs >= 1 frame")
         self.num_frames = num_frames
+        # in eval mode, frames repeated within a batch go through the backbone once (`repeated_frames`)
+        self.reuse_repeated_frames = True
         self.detector: Detector = build_detector(cfg, num_classes)
         if cfg.temporal == "msi":
             self.temporal: nn.Module = MSITemporal(
@@ -47,13 +76,23 @@ class VideoTeacher(nn.Module):
             )
 
     def extract_features(self, images: Tensor, masks: Tensor) -> FeatureMaps:
-        """Shared backbone over all ``B*T`` frames, then the temporal module -> key-frame features."""
+        """Shared backbone over all ``B*T`` frames (in eval mode each distinct one once), then the
+        temporal module -> key-frame features."""
         if images.dim() != 5 or images.shape[1] != self.num_frames:
             raise ValueError(
                 f"teacher expects clips [B, {self.num_frames}, 3, H, W], got {tuple(images.shape)}"
             )
         b, t = images.shape[:2]
-        feats = self.detector.extract_features(images.flatten(0, 1), masks.repeat_interleave(t, 0))
+        frames, frame_masks = images.flatten(0, 1), masks.repeat_interleave(t, 0)
+        repeated = None
+        if self.reuse_repeated_frames and not self.training and not torch.compiler.is_compiling():
+            repeated = repeated_frames(frames, frame_masks)
+        if repeated is None:
+            feats = self.detector.extract_features(frames, frame_masks)
+        else:  # each distinct frame through the backbone once (eval, predict, a frozen teacher distilling)
+            first, inverse = repeated
+            once = self.detector.extract_features(frames[first], frame_masks[first])
+            feats = FeatureMaps(*([m[inverse] for m in maps] for maps in (once.srcs, once.masks, once.pos)))
         return self.temporal(split_frames(feats, t))
 
     def forward(
