@@ -153,6 +153,19 @@ def test_a_source_that_fails_mid_stream_keeps_what_was_read() -> None:
     stream.close()
 
 
+def test_a_silent_network_source_times_out_with_a_clear_error() -> None:
+    """No sender on the port: FFmpeg's timeout ("Immediate exit requested") is said as what it means."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # a free port, then released
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(DatasetError, match=rf"udp://127.0.0.1:{port}.*'open'.*nothing arrived within 1 s"):
+        LiveStream(LiveSpec(f"udp://127.0.0.1:{port}"), timeout_s=1.0)
+    assert time.monotonic() - start < 30
+
+
 @needs_lavfi
 def test_detector_stream_yields_live_detections_and_closes_on_break(tiny_checkpoint: Path) -> None:
     det = Detector.from_checkpoint(tiny_checkpoint, device="cpu", score_thresh=0.0)

@@ -70,7 +70,7 @@ class LiveStream:
     """
 
     def __init__(self, spec: LiveSpec, timeout_s: float = 10.0):
-        self.spec = spec
+        self.spec, self.timeout_s = spec, timeout_s
         if spec.input_format and spec.input_format not in av.formats_available:
             raise ConfigError(
                 f"--input-format {spec.input_format!r}: the FFmpeg inside this PyAV build cannot read it. "
@@ -82,7 +82,7 @@ class LiveStream:
             self.container = av.open(spec.url, format=spec.input_format, options=dict(spec.options),
                                       timeout=timeout_s)
         except (av.error.FFmpegError, OSError) as exc:
-            raise DatasetError(Problem(spec.url, "live source", "open", f"FFmpeg cannot open it: {exc}"),
+            raise DatasetError(Problem(spec.url, "live source", "open", f"FFmpeg cannot open it: {self._why(exc)}"),
                                header="cannot read the live source") from exc
         if not self.container.streams.video:
             self.container.close()
@@ -90,6 +90,13 @@ class LiveStream:
                                header="cannot read the live source")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
+
+    def _why(self, exc: Exception) -> str:
+        """FFmpeg's reason, or for its timeout ("Immediate exit requested") what that means here."""
+        if isinstance(exc, av.error.ExitError):
+            return (f"nothing arrived within {self.timeout_s:g} s; is the sender running and sending to this "
+                    "address (for udp://, start predict first, then the sender)?")
+        return str(exc)
 
     @property
     def fps(self) -> float | None:
@@ -110,10 +117,11 @@ class LiveStream:
                 return
             except (av.error.FFmpegError, OSError) as exc:
                 if position == 0:
-                    raise DatasetError(Problem(self.spec.url, "live source", "read", f"no frame could be read: {exc}"),
+                    raise DatasetError(Problem(self.spec.url, "live source", "read",
+                                               f"no frame could be read: {self._why(exc)}"),
                                        header="cannot read the live source") from exc
                 log.warning("%s: the live source stopped after %d frames (%s); finishing the outputs",
-                            self.spec.url, position, exc)
+                            self.spec.url, position, self._why(exc))
                 return
             time_s = frame.time if frame.time is not None else position / (self.fps or 25.0)
             start = time_s if start is None else start
