@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from v2idetr.bench.speed import benchmark_speed, teacher_config
+from v2idetr.bench.speed import _inputs, benchmark_speed, teacher_config
 from v2idetr.cli import main
 from v2idetr.config import load_config
 from v2idetr.demo import QUICK_MODEL
 from v2idetr.errors import ConfigError
 from v2idetr.models.build import build_model
-from v2idetr.models.teacher import VideoTeacher
+from v2idetr.models.teacher import VideoTeacher, repeated_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "student-tiny.yaml")
@@ -82,3 +82,14 @@ def test_bench_speed_train_times_each_stage(tmp_path: Path, capsys) -> None:
             2 * row["steps_per_s"], rel=1e-2)
         assert row["activation_checkpointing"] is True and "peak_memory_mb" not in row  # no CUDA here
     assert rows[1]["frames_in"] == 3 and rows[0]["frames_in"] == 1
+
+
+def test_teacher_batches_are_clips_of_consecutive_key_frames() -> None:
+    """As eval and predict batch them: 4 clips of 3 frames share frames (6 distinct); batch 1 has none."""
+    import torch
+
+    images, sizes, _ = _inputs(4, 3, 32, torch.device("cpu"))
+    assert images.shape == (4, 3, 3, 32, 32) and sizes.shape == (4, 2)
+    first, _ = repeated_frames(images.flatten(0, 1), torch.zeros(12, 32, 32, dtype=torch.bool))
+    assert len(first) == 6
+    assert repeated_frames(_inputs(1, 3, 32, torch.device("cpu"))[0][0], torch.zeros(3, 32, 32, dtype=torch.bool)) is None

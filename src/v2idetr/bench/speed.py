@@ -72,8 +72,11 @@ class _Candidate:
 
 def _inputs(batch: int, frames: int, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(0)
-    shape = (batch, 3, size, size) if frames == 1 else (batch, frames, 3, size, size)
-    images = torch.rand(shape, generator=gen).to(device)
+    if frames == 1:
+        images = torch.rand((batch, 3, size, size), generator=gen).to(device)
+    else:  # as eval and predict batch them: clips of consecutive key frames, which share frames
+        video = torch.rand((batch + frames - 1, 3, size, size), generator=gen)
+        images = torch.stack([video[b:b + frames] for b in range(batch)]).to(device)
     sizes = torch.full((batch, 2), size, dtype=torch.int64, device=device)
     return images, sizes, sizes.clone()
 
