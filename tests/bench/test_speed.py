@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from v2idetr.bench.speed import _inputs, benchmark_speed, teacher_config
+from v2idetr.bench.speed import benchmark_speed, speed_inputs, teacher_config
 from v2idetr.cli import main
 from v2idetr.config import load_config
 from v2idetr.demo import QUICK_MODEL
@@ -88,8 +88,8 @@ def test_teacher_batches_are_clips_of_consecutive_key_frames() -> None:
     """As eval and predict batch them: 4 clips of 3 frames share frames (6 distinct); batch 1 has none."""
     import torch
 
-    images, sizes, _ = _inputs(4, 3, 32, torch.device("cpu"))
+    images, sizes, _ = speed_inputs(4, 3, 32, torch.device("cpu"))
     assert images.shape == (4, 3, 3, 32, 32) and sizes.shape == (4, 2)
     first, _ = repeated_frames(images.flatten(0, 1), torch.zeros(12, 32, 32, dtype=torch.bool))
     assert len(first) == 6
-    assert repeated_frames(_inputs(1, 3, 32, torch.device("cpu"))[0][0], torch.zeros(3, 32, 32, dtype=torch.bool)) is None
+    assert repeated_frames(speed_inputs(1, 3, 32, torch.device("cpu"))[0][0], torch.zeros(3, 32, 32, dtype=torch.bool)) is None

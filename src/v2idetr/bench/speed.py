@@ -70,7 +70,7 @@ class _Candidate:
     run: Callable[[], Any]
 
 
-def _inputs(batch: int, frames: int, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def speed_inputs(batch: int, frames: int, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(0)
     if frames == 1:
         images = torch.rand((batch, 3, size, size), generator=gen).to(device)
@@ -168,12 +168,12 @@ def benchmark_speed(
             params = _params(net)
             # as Detector / predict run it: the backbone's batch norms folded into its convolutions
             wrapped = InferenceModel(fold_backbone_norms(net), student_cfg.eval.num_select).to(dev).eval()
-            flops = _gflops(wrapped, _inputs(1, t, size, dev))
+            flops = _gflops(wrapped, speed_inputs(1, t, size, dev))
             for batch, precision, backend in (
                 (b, p, e) for b in batches for p in precisions for e in (backends if name == "student" else ("eager",))
                 if not (e == "onnx" and p != "fp32")
             ):
-                inputs = _inputs(batch, t, size, dev)
+                inputs = speed_inputs(batch, t, size, dev)
                 row = SpeedRow(name, backend, precision, batch, t, round(params, 3),
                                None if flops is None else round(flops, 3))
                 try:
