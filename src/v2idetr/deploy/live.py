@@ -145,6 +145,12 @@ class LiveFrame:
 END = object()  # what a `LiveReader` queues after its last frame
 
 
+def teacher_refused(source: object) -> ConfigError:
+    """The error for a video teacher on a live source (predict and `Detector.stream` alike)."""
+    return ConfigError(f"{source}: a video teacher needs the frames after each key frame, which a live source has "
+                       "not sent yet; run the student (an image model) live, or the teacher on a recording")
+
+
 class LiveReader:
     """A thread that decodes ``stream`` into ``queue`` (`LiveFrame`s, then `END`; an error travels as itself).
 

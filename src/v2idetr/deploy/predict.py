@@ -44,7 +44,15 @@ from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 from v2idetr.data.io import read_frame
 from v2idetr.data.load import load_index
 from v2idetr.deploy.clips import ClipWindow
-from v2idetr.deploy.live import END, LiveFrame, LiveReader, LiveStream, live_source, stop_on_signals
+from v2idetr.deploy.live import (
+    END,
+    LiveFrame,
+    LiveReader,
+    LiveStream,
+    live_source,
+    stop_on_signals,
+    teacher_refused,
+)
 from v2idetr.deploy.runtime import Detections, FrameDetector
 from v2idetr.deploy.video import VideoWriter, draw_detections
 from v2idetr.errors import ConfigError, DatasetError, Problem
@@ -53,8 +61,7 @@ from v2idetr.outputs import output_folder
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 25.0
-_END = END  # after a video's last frame, from either reader
-_ABORT = object()  # sent instead of _END when the run failed: partial outputs are dropped
+_ABORT = object()  # sent instead of END when the run failed: partial outputs are dropped
 
 
 @dataclass
@@ -109,7 +116,7 @@ def _safe_name(name: str) -> str:
 
 
 def _read(index: DatasetIndex, out: queue.Queue, stop: threading.Event) -> None:
-    """Reader thread: decode frames in order into ``out`` (bounded), then ``_END``; errors travel too."""
+    """Reader thread: decode frames in order into ``out`` (bounded), then ``END``; errors travel too."""
     try:
         for video in index.videos:
             n = len(video.frames)
@@ -120,7 +127,7 @@ def _read(index: DatasetIndex, out: queue.Queue, stop: threading.Event) -> None:
     except BaseException as exc:  # handed to the main thread, which raises it
         out.put(exc)
         return
-    out.put(_END)
+    out.put(END)
 
 
 def _live_item(video: VideoRecord, url: str) -> Callable[[LiveFrame], _Item]:
@@ -152,16 +159,16 @@ class _Writer:
 
     def _run(self) -> None:
         try:
-            while (job := self.inbox.get()) is not _END and job is not _ABORT:
+            while (job := self.inbox.get()) is not END and job is not _ABORT:
                 self._write(*job)
-            if job is _END:
+            if job is END:
                 if self._writer is not None:  # a live source's video: its last frame was not known
                     self.videos.append(self._writer.close())
                     self._writer = None
                 return
         except BaseException as exc:
             self.error = exc
-            while (job := self.inbox.get()) is not _END and job is not _ABORT:  # drain so the producer never blocks
+            while (job := self.inbox.get()) is not END and job is not _ABORT:  # drain so the producer never blocks
                 pass
         if self._writer is not None:
             self._writer.abort()
@@ -191,7 +198,7 @@ class _Writer:
 
     def finish(self, failed: bool = False) -> None:
         """Wait for the queued frames; after a failure, drop the video being written instead."""
-        self.inbox.put(_ABORT if failed else _END)
+        self.inbox.put(_ABORT if failed else END)
         self._thread.join()
         if self.error is not None and not failed:
             raise self.error
@@ -239,7 +246,7 @@ def _batches(
         item = inbox.get()
         if isinstance(item, BaseException):
             raise item
-        if item is _END:
+        if item is END:
             break
         ready += clips.push(to_item(item) if to_item is not None else item)
         while len(ready) >= batch_size:
@@ -289,9 +296,7 @@ def predict(
     to_item: Callable[[Any], _Item] | None = None
     if live is not None:
         if sampling is not None:
-            raise ConfigError(f"{source}: a video teacher needs the frames after each key frame, which a live "
-                              "source has not sent yet; run the student (an image model) live, or the teacher "
-                              "on a recording")
+            raise teacher_refused(source)
         stream = LiveStream(live)
         live_reader = LiveReader(stream, capacity=4 * batch_size if stream_buffer else batch_size,
                                  keep_all=stream_buffer, max_frames=max_frames)

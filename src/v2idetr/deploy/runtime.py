@@ -26,7 +26,7 @@ from v2idetr.data.clips import ClipSampling
 from v2idetr.deploy.clips import clip_positions
 from v2idetr.deploy.engines import build_engine
 from v2idetr.deploy.inference_model import InferenceModel
-from v2idetr.deploy.live import END, LiveFrame, LiveReader, LiveSpec, LiveStream, live_source
+from v2idetr.deploy.live import END, LiveFrame, LiveReader, LiveSpec, LiveStream, live_source, teacher_refused
 from v2idetr.deploy.preprocess import PreparedBatch, as_rgb_array, prepare_batch, split_frames
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.inference import eval_clip_mode
@@ -121,8 +121,7 @@ class FrameDetector:
         source ends, or when the loop is left (``break``), which also closes the source.
         """
         if self.clip_sampling is not None:
-            raise ConfigError(f"{source}: a video teacher needs the frames after each key frame, which a live "
-                              "source has not sent yet; stream the student (an image model)")
+            raise teacher_refused(source)
         spec = live_source(source, input_format) or LiveSpec(str(source), input_format)
         reader = LiveReader(LiveStream(spec), capacity=8 if keep_all else 1, keep_all=keep_all,
                             max_frames=max_frames).start()

@@ -3,8 +3,8 @@
 At inference a batch norm (frozen, or in eval mode) is a per-channel affine map, so the convolution
 before it can absorb it: ``w' = w * s``, ``b' = b * s + t`` with ``s = gamma / sqrt(var + eps)`` and
 ``t = beta - mean * s``. The outputs stay the same up to float rounding and the model runs one
-memory-bound pass per block fewer (measured: the EfficientNet-Lite0 student at 256 px on a CPU ~25%
-faster in eager PyTorch; ONNX Runtime does the same fusion on its own). Like Ultralytics' ``fuse()``,
+memory-bound pass per block fewer (measured: the EfficientNet-Lite0 student at 256 px on a CPU
+7-25% faster in eager PyTorch, depending on load; ONNX Runtime does the same fusion on its own). Like Ultralytics' ``fuse()``,
 only for deployment: a folded model has no batch norm left to train.
 
 A pair is a ``Conv2d`` child immediately followed by a batch-norm child of the same parent, in the
