@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from v2idetr.cli import main
+from v2idetr.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,21 +36,33 @@ def test_missing_training_data_is_named(tmp_path: Path, capsys) -> None:
     assert "data.train" in capsys.readouterr().err
 
 
-def test_train_then_eval_through_the_cli(tiny_synth, tiny_model, tmp_path: Path, capsys) -> None:
+def test_train_then_eval_through_the_cli(tiny_synth, tiny_model, tmp_path: Path, capsys, monkeypatch) -> None:
+    threads: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
     out = tmp_path / "run"
     code = main(["train", "--config", str(ROOT / "configs" / "student-tiny.yaml"), f"data.train={tiny_synth.train_json}",
                  f"data.val={tiny_synth.val_json}", "train.steps=2", "train.eval_every=0", *tiny_model,
                  "--out", str(out), "--no-progress"])
     assert code == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
+    threads.clear()
     code = main(["eval", "--checkpoint", str(out / "best.ckpt"), "--data", str(tiny_synth.val_json), "--out",
-                 str(tmp_path / "ev"), "--protocol", "strict", "--no-progress"])
+                 str(tmp_path / "ev"), "--protocol", "strict", "--threads", "1", "--no-progress"])
     assert code == 0
+    assert threads == [1]  # side-by-side jobs: --threads reaches PyTorch before the work
     printed = capsys.readouterr().out
     assert "strict" in printed and "AP50" in printed
     saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert saved["protocol"] == "strict"
     assert all(saved[k] is None or 0.0 <= saved[k] <= 1.0 for k in ("AP", "AP50", "AP75", "precision", "recall", "f1"))
+
+
+@pytest.mark.parametrize("command", [["eval", "--checkpoint", "c.ckpt", "--data", "d.json"],
+                                     ["predict", "video.mp4", "--checkpoint", "c.ckpt", "--out", "o"],
+                                     ["bench", "speed", "--config", "c.yaml"], ["bench", "accuracy", "--out", "o"]])
+def test_every_inference_and_bench_command_takes_threads(command: list[str]) -> None:
+    assert build_parser().parse_args([*command, "--threads", "1"]).threads == 1
+    assert build_parser().parse_args(command).threads == 0
 
 
 def test_eval_of_a_corrupt_checkpoint_is_a_clear_error(tiny_synth, tmp_path: Path, capsys) -> None:

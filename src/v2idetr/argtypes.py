@@ -38,6 +38,21 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: two single-thread jobs side by side use a 2-core machine better than one job
+    on both cores, and without it two jobs fight over every core."""
+    parser.add_argument("--threads", type=non_negative_int, default=0,
+                        help="CPU threads (0: the library's default, every core)")
+
+
+def apply_threads(threads: int) -> None:
+    """Set PyTorch's intra-op threads before any work (0 keeps the default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def positive_float(text: str) -> float:
     """A number > 0 (frame rates)."""
     value = _number(text, float)

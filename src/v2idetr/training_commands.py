@@ -6,7 +6,7 @@ import argparse
 import json
 
 from v2idetr import api
-from v2idetr.argtypes import out_folder, positive_int, unit_interval
+from v2idetr.argtypes import add_threads_option, apply_threads, out_folder, positive_int, unit_interval
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -40,6 +40,7 @@ def _distill(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from v2idetr.engine.evaluator import format_metrics_table
 
+    apply_threads(args.threads)
     if args.checkpoint:
         metrics = api.evaluate(
             args.checkpoint,
@@ -115,5 +116,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--nms-iou", type=unit_interval, default=None, help="override the protocol's NMS IoU (1.0 disables NMS)")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=positive_int, default=None)
+    add_threads_option(e)
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=_eval)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from v2idetr.argtypes import non_negative_int, out_file, out_folder, positive_int
+from v2idetr.argtypes import (
+    add_threads_option,
+    apply_threads,
+    non_negative_int,
+    out_file,
+    out_folder,
+    positive_int,
+)
 
 
 def _bench_speed(args: argparse.Namespace) -> int:
-    import torch
-
     from v2idetr.bench.speed import benchmark_speed, format_speed_table, write_speed_json
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     if args.train:
         return _bench_train_step(args)
     result = benchmark_speed(
@@ -59,10 +63,7 @@ def _bench_train_step(args: argparse.Namespace) -> int:
 def _bench_accuracy(args: argparse.Namespace) -> int:
     from v2idetr.bench.accuracy import benchmark_accuracy, format_table
 
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     data = None
     if args.train or args.val:
         if not (args.train and args.val):
@@ -122,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--baseline", default=None, help="optional checkpoints (weights do not change the cost)")
     s.add_argument("--student", default=None)
     s.add_argument("--teacher", default=None)
-    s.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: PyTorch's default)")
+    add_threads_option(s)
     s.add_argument("--out", type=out_file, default=None, help="JSON file for the results")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the student config")
     s.set_defaults(func=_bench_speed)
@@ -163,7 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--train", default=None, help="your own COCO-VID train JSON (instead of a preset)")
     a.add_argument("--val", default=None, help="validation JSON: chooses the checkpoints")
     a.add_argument("--test", default=None, help="test JSON: the reported numbers (default: val, labelled so)")
-    a.add_argument("--threads", type=non_negative_int, default=0)
+    add_threads_option(a)
     a.add_argument("--overwrite", action="store_true",
                    help="delete an earlier benchmark in --out (runs, data, tables) first; without it a folder "
                    "keeps its runs, and only rows and seeds can be added")

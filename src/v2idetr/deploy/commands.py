@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from v2idetr.argtypes import out_file, out_folder, positive_float, positive_int, unit_interval
+from v2idetr.argtypes import (
+    add_threads_option,
+    apply_threads,
+    out_file,
+    out_folder,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 from v2idetr.errors import ConfigError
 
 
@@ -20,7 +28,8 @@ def _load_runtime(args: argparse.Namespace):  # -> FrameDetector
             raise ConfigError(f"--engine {args.engine}: engines run PyTorch checkpoints; "
                               f"{args.checkpoint} runs in ONNX Runtime")
 
-        return OnnxDetector(args.checkpoint, score_thresh=args.score_thresh, nms_iou=args.nms_iou)
+        return OnnxDetector(args.checkpoint, score_thresh=args.score_thresh, nms_iou=args.nms_iou,
+                            threads=args.threads)
     from v2idetr.deploy.runtime import load_detector
 
     return load_detector(
@@ -32,6 +41,7 @@ def _load_runtime(args: argparse.Namespace):  # -> FrameDetector
 def _predict(args: argparse.Namespace) -> int:
     from v2idetr.deploy.predict import predict
 
+    apply_threads(args.threads)
     detector = _load_runtime(args)
     result = predict(
         detector,
@@ -109,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream-buffer", action="store_true",
                    help="live sources: process every frame even when the model is slower than the source (it falls "
                         "behind); default: drop the frames there is no time for, always the newest")
+    add_threads_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
 
