@@ -71,3 +71,19 @@ def test_eval_of_a_corrupt_checkpoint_is_a_clear_error(tiny_synth, tmp_path: Pat
     code = main(["eval", "--checkpoint", str(bad), "--data", str(tiny_synth.val_json)])
     assert code == 2
     assert "bad.ckpt" in capsys.readouterr().err
+
+
+def test_eval_shows_a_teacher_less_than_its_clip(tiny_synth, teacher_ckpt: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                 capsys) -> None:
+    for view in ("static", "key-frame"):  # tests/models/test_teacher.py: what each view runs
+        code = main(["eval", "--checkpoint", str(teacher_ckpt), "--data", str(tiny_synth.val_json), "--teacher-view",
+                     view, "--out", str(tmp_path / view), "--no-progress"])
+        assert code == 0
+        saved = json.loads((tmp_path / view / "metrics.json").read_text())
+        assert saved["name"] == f"{teacher_ckpt.stem} ({view} view)" and saved["num_frames"] > 0
+    capsys.readouterr()
+    code = main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_synth.val_json), "--teacher-view",
+                 "static"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "video teacher" in err and str(tiny_checkpoint) in err

@@ -30,7 +30,7 @@ from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, res
 from v2idetr.errors import CheckpointError, ConfigError, DatasetError
 from v2idetr.models.build import build, build_model
 from v2idetr.models.postprocess import PostProcess
-from v2idetr.models.teacher import FrameTeacher, VideoTeacher
+from v2idetr.models.teacher import FrameTeacher, TeacherView, VideoTeacher
 
 log = logging.getLogger(__name__)
 
@@ -296,9 +296,18 @@ def evaluate(
     device: str = "auto",
     batch_size: int | None = None,
     progress: bool = True,
+    teacher_view: str = "clip",
 ) -> dict[str, Any]:
-    """COCO AP/AP50/AP75 and image-level P/R/F1 (named protocol) of a checkpoint on a dataset."""
+    """COCO AP/AP50/AP75 and image-level P/R/F1 (named protocol) of a checkpoint on a dataset.
+
+    A video teacher can be shown less than its clips (``teacher_view``: ``static``, ``key-frame``;
+    `TeacherView`): what it leads those views by is what a single-frame student cannot simply copy."""
     model, cfg, meta = load_model(checkpoint, device=device)
+    if teacher_view != "clip":
+        if not isinstance(model, VideoTeacher):
+            raise ConfigError(f"{checkpoint}: teacher view {teacher_view!r} needs a video teacher; this is an image "
+                              "model, which sees one frame anyway")
+        model = TeacherView(model, teacher_view)
     index = load_dataset(cfg, data, "eval", split="test")
     if index.category_ids and index.category_ids != meta["category_ids"]:
         raise DatasetError(
@@ -317,7 +326,7 @@ def evaluate(
         score_thresh=score_thresh if score_thresh is not None else cfg.eval.score_thresh,
         nms_iou=nms_iou if nms_iou is not None else cfg.eval.nms_iou,
         out_dir=Path(out_dir) if out_dir else None,
-        name=Path(checkpoint).stem,
+        name=Path(checkpoint).stem + ("" if teacher_view == "clip" else f" ({teacher_view} view)"),
     )
 
 

@@ -7,6 +7,8 @@ import json
 
 from v2idetr import api
 from v2idetr.argtypes import add_threads_option, apply_threads, out_folder, positive_int, unit_interval
+from v2idetr.errors import ConfigError
+from v2idetr.models.teacher import TEACHER_VIEWS
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -52,8 +54,12 @@ def _eval(args: argparse.Namespace) -> int:
             device=args.device,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            teacher_view=args.teacher_view,
         )
     else:
+        if args.teacher_view != "clip":
+            raise ConfigError(f"--teacher-view {args.teacher_view}: needs --checkpoint (a video teacher), not a "
+                              "detections file")
         metrics = api.evaluate_detections(
             args.predictions,
             args.data,
@@ -114,6 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--score-thresh", type=unit_interval, default=None, help="override the protocol's score threshold")
     e.add_argument("--nms-iou", type=unit_interval, default=None, help="override the protocol's NMS IoU (1.0 disables NMS)")
+    e.add_argument("--teacher-view", choices=TEACHER_VIEWS, default="clip",
+                   help="a video teacher on its clips; on its key frame repeated (static: no temporal context); or "
+                   "its image detector alone (key-frame: where a distilled student starts)")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=positive_int, default=None)
     add_threads_option(e)

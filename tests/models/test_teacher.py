@@ -5,7 +5,8 @@ from v2idetr.config import ModelConfig
 from v2idetr.models.backbone import FeatureMaps
 from v2idetr.models.detector import build_detector
 from v2idetr.models.msi import MSITemporal
-from v2idetr.models.teacher import VideoTeacher, repeated_frames
+from v2idetr.errors import ConfigError
+from v2idetr.models.teacher import TeacherView, VideoTeacher, repeated_frames, static_clips
 
 
 def tiny(**kw) -> ModelConfig:
@@ -154,3 +155,20 @@ def test_teacher_runs_each_distinct_frame_once_in_eval_with_the_same_outputs() -
     teacher.train()  # training: batch statistics would change, every frame goes through
     teacher(clips, masks)
     assert seen == [4, 12]
+
+
+def test_teacher_views_show_it_less_than_its_clip() -> None:
+    torch.manual_seed(0)
+    teacher = VideoTeacher(tiny(), num_classes=1, num_frames=3).eval()
+    clip = torch.randn(2, 3, 3, 64, 64)
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    with torch.no_grad():
+        on_clip = teacher(clip, masks)["pred_logits"]
+        static = TeacherView(teacher, "static")(clip, masks)["pred_logits"]
+        key_frame = TeacherView(teacher, "key-frame")(clip, masks)["pred_logits"]
+        assert torch.equal(static, teacher(clip[:, :1].repeat(1, 3, 1, 1, 1), masks)["pred_logits"])
+        assert torch.equal(key_frame, teacher.detector(clip[:, 0], masks)["pred_logits"])
+    assert not torch.allclose(static, on_clip) and not torch.allclose(key_frame, static)
+    assert torch.equal(static_clips(clip)[:, 2], clip[:, 0])
+    with pytest.raises(ConfigError, match="'clip'"):
+        TeacherView(teacher, "clip")

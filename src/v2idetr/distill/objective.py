@@ -33,7 +33,7 @@ from v2idetr.errors import ConfigError
 from v2idetr.models.backbone import FeatureMaps
 from v2idetr.models.criterion import select_images
 from v2idetr.models.detector import Detector, Memory
-from v2idetr.models.teacher import VideoTeacher
+from v2idetr.models.teacher import VideoTeacher, static_clips
 
 PSEUDO_NMS_IOU = 0.7
 
@@ -101,7 +101,7 @@ class DistillationObjective:
         self.teacher.eval()
         clips = batch.images
         if self.cfg.teacher_view == "static":
-            clips = clips[:, :1].expand_as(clips)
+            clips = static_clips(clips)
         features = self.teacher.extract_features(clips, batch.masks)
         return features, self.teacher.detector.forward_features(features, return_intermediates=True)
 
@@ -112,8 +112,7 @@ class DistillationObjective:
         assert self.start is not None
         which = self.cfg.tfd_features
         start_features = self.start.extract_features(key, batch.masks)
-        static = batch.images[:, :1].expand_as(batch.images)
-        t_features = self.teacher.extract_features(static, batch.masks)
+        t_features = self.teacher.extract_features(static_clips(batch.images), batch.masks)
         return (_distilled_maps(start_features, self.start.encode(start_features), which),
                 _distilled_maps(t_features, self.teacher.detector.encode(t_features), which))
 

@@ -44,6 +44,12 @@ def repeated_frames(images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor] | No
     return (torch.tensor(first, device=images.device), torch.tensor(inverse, device=images.device))
 
 
+def static_clips(clips: Tensor) -> Tensor:
+    """Each clip's key frame repeated T times (``[B, T, 3, H, W]``): a teacher fed these keeps its
+    per-frame transform and loses its temporal context."""
+    return clips[:, :1].expand_as(clips)
+
+
 class VideoTeacher(nn.Module):
     """``forward(images [B, T, 3, H, W], masks [B, H, W], targets) -> detector outputs for the key frame``
     (index 0 of T). Outputs have the image detector's keys and shapes."""
@@ -122,3 +128,25 @@ class FrameTeacher(nn.Module):
         self, images: Tensor, masks: Tensor, targets: list[dict[str, Tensor]] | None = None
     ) -> dict[str, Any]:
         return self.detector.forward_features(self.extract_features(images, masks), targets)
+
+
+TEACHER_VIEWS = ("clip", "static", "key-frame")
+
+
+class TeacherView(nn.Module):
+    """A video teacher shown less than its clip, so an evaluation tells how much of its lead a
+    single-frame student can inherit: ``static`` (its key frame T times: the per-frame part of what
+    it knows) and ``key-frame`` (its shared image detector alone: where a student distilled from it
+    starts). What the ``clip`` view leads ``static`` by is temporal context, which a student can
+    only learn to guess from one frame."""
+
+    def __init__(self, teacher: VideoTeacher, view: str):
+        super().__init__()
+        if view not in ("static", "key-frame"):
+            raise ConfigError(f"teacher view {view!r}: expected 'static' or 'key-frame' ('clip' is the teacher itself)")
+        self.teacher, self.view = teacher, view
+
+    def forward(self, images: Tensor, masks: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict[str, Any]:
+        if self.view == "static":
+            return self.teacher(static_clips(images), masks, targets)
+        return self.teacher.detector(images[:, 0], masks, targets)
