@@ -71,6 +71,21 @@ def test_rows_run_once_and_resume(tmp_path: Path, capsys) -> None:
     assert json.loads(record_file.read_text()) == old
 
 
+def test_view_rows_evaluate_the_teacher_without_training(tmp_path: Path) -> None:
+    out = tmp_path / "acc"
+    args = ["bench", "accuracy", "--out", str(out), "--rows", "teacher-static", "teacher-key-frame", "--seeds", "0",
+            "--steps", "2", "--videos", "4", "--frames", "6", "--frame-size", "64", "--no-progress", *QUICK]
+    assert main(args) == 0
+    teacher = out / "runs" / "teacher" / "seed-0"
+    assert (teacher / "best.ckpt").is_file()  # trained on the way, as a student's teacher is
+    for row, view in (("teacher-static", "static"), ("teacher-key-frame", "key-frame")):
+        run = out / "runs" / row / "seed-0"
+        assert not list(run.glob("*.ckpt"))  # nothing trained: the teacher's checkpoint, shown less
+        assert json.loads((run / "test" / "metrics.json").read_text())["name"] == f"best ({view} view)"
+        assert json.loads((run / "test-metrics.json").read_text())["minutes"] == 0.0
+    assert "| teacher-static |" in (out / "results.md").read_text()
+
+
 def test_lineage_runs_the_baseline_then_the_teacher_from_it(tmp_path: Path) -> None:
     out = tmp_path / "acc"
     args = ["bench", "accuracy", "--out", str(out), "--rows", "student", "student-from-baseline", "--seeds", "0",

@@ -166,10 +166,13 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule
         # written by a version that measured fewer metrics: evaluate the same checkpoint again
         log.info("%s seed %d: trained before, evaluating it again for %s", row.name, seed,
                  ", ".join(k for k in METRICS if k not in record))
-        return _test_record(record, run, splits)
+        return _test_record(record, _scored(row, out, seed), splits)
     for needs in _needs(row, schedule):
         if not (_run_dir(out, needs, seed) / "test-metrics.json").is_file():
             _run_one(ROWS[needs], seed, out, splits, size, schedule, extra, progress)
+    if row.kind == "view":
+        return _test_record({"row": row.name, "seed": seed, "minutes": 0.0, "resumed": False},
+                            _scored(row, out, seed), splits)
     if row.start == "baseline":
         start = schedule.student_start_checkpoint(_run_dir(out, "baseline", seed))
         if not start.is_file():
@@ -179,7 +182,8 @@ def _run_one(row: Row, seed: int, out: Path, splits: Splits, size: str, schedule
     started = time.monotonic()
     train_row(row, seed, splits, size, schedule, extra, lambda name: _run_dir(out, name, seed), resume, progress)
     minutes = (time.monotonic() - started) / 60.0
-    return _test_record({"row": row.name, "seed": seed, "minutes": minutes, "resumed": resume}, run, splits)
+    return _test_record({"row": row.name, "seed": seed, "minutes": minutes, "resumed": resume},
+                        _scored(row, out, seed), splits)
 
 
 def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule, extra: Sequence[str],
@@ -207,14 +211,25 @@ def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule
 
 def _needs(row: Row, schedule: Schedule) -> list[str]:
     """The rows whose runs ``row`` starts from or learns from (same seed)."""
+    if row.kind == "view":
+        return [row.teacher]
     if row.kind == "distill":
         return sorted({row.teacher, "teacher" if row.start == "teacher" else row.teacher})
     return ["baseline"] if row.config == "teacher" and schedule.lineage else []
 
 
-def _test_record(record: dict[str, Any], run: Path, splits: Splits) -> dict[str, Any]:
-    """``record`` plus the test metrics of ``run``'s best checkpoint, written to ``test-metrics.json``."""
-    metrics = api.evaluate(run / "best.ckpt", splits.test, out_dir=run / "test", progress=False)
+def _scored(row: Row, out: Path, seed: int) -> tuple[Path, Path, str]:
+    """Where a row's test numbers go, the checkpoint they measure and the teacher view it is shown."""
+    run = _run_dir(out, row.name, seed)
+    if row.kind == "view":
+        return run, _run_dir(out, row.teacher, seed) / "best.ckpt", row.view
+    return run, run / "best.ckpt", "clip"
+
+
+def _test_record(record: dict[str, Any], scored: tuple[Path, Path, str], splits: Splits) -> dict[str, Any]:
+    """``record`` plus the test metrics of a checkpoint (`_scored`), written to ``test-metrics.json``."""
+    run, checkpoint, view = scored
+    metrics = api.evaluate(checkpoint, splits.test, out_dir=run / "test", progress=False, teacher_view=view)
     record = {**record, **_row_metrics(metrics), "protocol": metrics["protocol"]}
     atomic_write_json(run / "test-metrics.json", record, indent=2)
     return record

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Row:
-    """``kind``: ``train`` (from its own config) or ``distill`` (from the same seed's ``teacher``)."""
+    """``kind``: ``train`` (from its own config), ``distill`` (from the same seed's ``teacher``) or
+    ``view`` (no training: the same seed's ``teacher`` evaluated on less than its clips, ``view``)."""
 
     name: str
     kind: str
@@ -25,6 +26,8 @@ class Row:
     labels: str = "budget"
     # distils on the benchmark's archive of unlabelled videos too (data.unlabelled; --unlabelled-videos)
     archive: bool = False
+    # a view row's `TeacherView` ("static" or "key-frame")
+    view: str = "clip"
 
 
 # the share of each batch that the student-unlabelled rows fill with unlabelled frames (on top of the labelled ones)
@@ -43,6 +46,12 @@ ROWS: dict[str, Row] = {
             labels="all"),
         Row("teacher", "train", "teacher", (), "video teacher, MSI"),
         Row("teacher-mean", "train", "teacher", ("model.temporal=mean",), "video teacher, frame averaging (no MSI)"),
+        Row("teacher-static", "view", "teacher", (),
+            "the video teacher on its key frame repeated T times (evaluated, not trained): what one frame tells it, "
+            "the most a student that copies it frame by frame can inherit", view="static"),
+        Row("teacher-key-frame", "view", "teacher", (),
+            "the video teacher's image detector alone (evaluated, not trained): where its students start",
+            view="key-frame"),
         Row("student-init-only", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
             "student from the teacher's weights, no distillation loss (control)"),
         # Distillation rows switch terms off and otherwise keep the config's weights, so they follow
