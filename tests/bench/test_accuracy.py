@@ -12,12 +12,11 @@ import pytest
 from v2idetr.bench.accuracy import (
     SIZES,
     benchmark_accuracy,
-    check_settings,
-    clear_benchmark,
     format_table,
     gap_closed,
     summarise,
 )
+from v2idetr.bench.folder import LOCK_FILE, check_settings, clear_benchmark
 from v2idetr.bench.rows import ROWS, default_rows
 from v2idetr.bench.schedule import Schedule, continued_schedule
 from v2idetr.cli import main
@@ -261,7 +260,7 @@ def test_data_are_written_under_the_folder_lock(monkeypatch, tmp_path: Path) -> 
     import v2idetr.bench.accuracy as accuracy
 
     def locked() -> bool:
-        with open(tmp_path / accuracy.LOCK_FILE, "a") as fh:
+        with open(tmp_path / LOCK_FILE, "a") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

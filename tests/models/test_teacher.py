@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from v2idetr.config import ModelConfig
+from v2idetr.errors import ConfigError
 from v2idetr.models.backbone import FeatureMaps
 from v2idetr.models.detector import build_detector
 from v2idetr.models.msi import MSITemporal
-from v2idetr.errors import ConfigError
 from v2idetr.models.teacher import TeacherView, VideoTeacher, repeated_frames, static_clips
 
 
