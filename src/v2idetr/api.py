@@ -357,5 +357,6 @@ def evaluate_detections(
 
 
 def set_threads(threads: int) -> None:
+    """PyTorch's intra-op CPU threads (``train.threads``, the commands' ``--threads``); 0 keeps the default."""
     if threads > 0:
         torch.set_num_threads(threads)

@@ -42,15 +42,7 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: two single-thread jobs side by side use a 2-core machine better than one job
     on both cores, and without it two jobs fight over every core."""
     parser.add_argument("--threads", type=non_negative_int, default=0,
-                        help="CPU threads (0: the library's default, every core)")
-
-
-def apply_threads(threads: int) -> None:
-    """Set PyTorch's intra-op threads before any work (0 keeps the default)."""
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
+                        help="CPU threads (0: the library's default, every core)")  # applied by `api.set_threads`
 
 
 def positive_float(text: str) -> float:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from v2idetr import api
-from v2idetr.argtypes import add_threads_option, apply_threads, out_folder, positive_int, unit_interval
+from v2idetr.argtypes import add_threads_option, out_folder, positive_int, unit_interval
 from v2idetr.errors import ConfigError
 from v2idetr.models.teacher import TEACHER_VIEWS
 
@@ -42,7 +42,7 @@ def _distill(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from v2idetr.engine.evaluator import format_metrics_table
 
-    apply_threads(args.threads)
+    api.set_threads(args.threads)
     if args.checkpoint:
         metrics = api.evaluate(
             args.checkpoint,

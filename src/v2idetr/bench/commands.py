@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from v2idetr import api
 from v2idetr.argtypes import (
     add_threads_option,
-    apply_threads,
     non_negative_int,
     out_file,
     out_folder,
@@ -17,7 +17,7 @@ from v2idetr.argtypes import (
 def _bench_speed(args: argparse.Namespace) -> int:
     from v2idetr.bench.speed import benchmark_speed, format_speed_table, write_speed_json
 
-    apply_threads(args.threads)
+    api.set_threads(args.threads)
     if args.train:
         return _bench_train_step(args)
     result = benchmark_speed(
@@ -63,7 +63,7 @@ def _bench_train_step(args: argparse.Namespace) -> int:
 def _bench_accuracy(args: argparse.Namespace) -> int:
     from v2idetr.bench.accuracy import benchmark_accuracy, format_table
 
-    apply_threads(args.threads)
+    api.set_threads(args.threads)
     data = None
     if args.train or args.val:
         if not (args.train and args.val):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from v2idetr.argtypes import (
     add_threads_option,
-    apply_threads,
     out_file,
     out_folder,
     positive_float,
@@ -39,9 +38,10 @@ def _load_runtime(args: argparse.Namespace):  # -> FrameDetector
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from v2idetr.api import set_threads
     from v2idetr.deploy.predict import predict
 
-    apply_threads(args.threads)
+    set_threads(args.threads)
     detector = _load_runtime(args)
     result = predict(
         detector,
