@@ -149,4 +149,4 @@ class TeacherView(nn.Module):
     def forward(self, images: Tensor, masks: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict[str, Any]:
         if self.view == "static":
             return self.teacher(static_clips(images), masks, targets)
-        return self.teacher.detector(images[:, 0], masks, targets)
+        return self.teacher.detector(images, masks, targets)  # an image detector takes the key frame of a clip
