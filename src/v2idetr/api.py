@@ -15,16 +15,25 @@ import torch
 from torch import nn
 
 from v2idetr.config import Config, config_from_dict, config_to_dict, load_config, unlabelled_per_batch
+from v2idetr.data import pseudo_labels
 from v2idetr.data.archive import load_archives
 from v2idetr.data.clips import ClipSampling
+from v2idetr.data.commands import write_coco_vid
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
+from v2idetr.data.pseudo_labels import (
+    DEFAULT_AMBIGUOUS,
+    DEFAULT_SCORE,
+    PseudoLabelCounts,
+    reject_pseudo_labels,
+)
 from v2idetr.distill.hard_frames import teacher_chosen_weights
 from v2idetr.distill.objective import DistillationObjective
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.coco_results import read_coco_results
 from v2idetr.engine.evaluator import evaluate as evaluate_predictions
 from v2idetr.engine.inference import build_eval_loader, predict_loader
+from v2idetr.engine.metrics import resolve_protocol, select_detections
 from v2idetr.engine.run_folder import claim_run_folder
 from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, resolve_device, seed_everything
 from v2idetr.errors import CheckpointError, ConfigError, DatasetError
@@ -41,7 +50,7 @@ def load_dataset(cfg: Config, path: str | Path | None, role: str, split: str = "
         raise ConfigError(
             f"config key 'data.{role}' is not set: give data.{role}=PATH (a COCO-VID JSON or folder)"
         )
-    return load_index(
+    index = load_index(
         path,
         format=cfg.data.format,
         images_root=cfg.data.images_root,
@@ -49,6 +58,9 @@ def load_dataset(cfg: Config, path: str | Path | None, role: str, split: str = "
         exclude=cfg.data.exclude,
         split=split,
     )
+    if role != "train":
+        reject_pseudo_labels(index, f"data.{role}" if role != "eval" else "evaluation")
+    return index
 
 
 def _check_same_classes(train: DatasetIndex, other: DatasetIndex, role: str) -> None:
@@ -286,6 +298,12 @@ def load_model(
     return model, cfg, ckpt.meta
 
 
+def _check_checkpoint_classes(index: DatasetIndex, meta: dict[str, Any], data: str | Path) -> None:
+    if index.category_ids and index.category_ids != meta["category_ids"]:
+        raise DatasetError([], header=f"{data}: categories {index.category_ids} differ from the checkpoint's "
+                                      f"{meta['category_ids']}")
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str | Path,
@@ -309,13 +327,7 @@ def evaluate(
                               "model, which sees one frame anyway")
         model = TeacherView(model, teacher_view)
     index = load_dataset(cfg, data, "eval", split="test")
-    if index.category_ids and index.category_ids != meta["category_ids"]:
-        raise DatasetError(
-            [],
-            header=(
-                f"{data}: categories {index.category_ids} differ from the checkpoint's {meta['category_ids']}"
-            ),
-        )
+    _check_checkpoint_classes(index, meta, data)
     dev = next(model.parameters()).device
     loader = build_eval_loader(cfg, index, batch_size=batch_size)
     predictions = predict_loader(model, PostProcess(cfg.eval.num_select), loader, dev, progress=progress)
@@ -328,6 +340,35 @@ def evaluate(
         out_dir=Path(out_dir) if out_dir else None,
         name=Path(checkpoint).stem + ("" if teacher_view == "clip" else f" ({teacher_view} view)"),
     )
+
+
+def pseudo_label(
+    checkpoint: str | Path,
+    data: str | Path | DatasetIndex,
+    out: str | Path,
+    score: float = DEFAULT_SCORE,
+    ambiguous: float = DEFAULT_AMBIGUOUS,
+    device: str = "auto",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> PseudoLabelCounts:
+    """Write ``data`` to ``out`` (COCO-VID, atomically) with ``checkpoint``'s detections as labels on its
+    unlabelled frames (`data.pseudo_labels`). A video teacher sees each frame's clip, as in `evaluate`;
+    duplicates go by its protocol's NMS first, as in ``v2idetr predict``. ``data``: a path read with the
+    checkpoint's data options, or an index already read."""
+    model, cfg, meta = load_model(checkpoint, device=device)
+    index = data if isinstance(data, DatasetIndex) else load_dataset(cfg, data, "train")
+    _check_checkpoint_classes(index, meta, index.source)
+    loader = build_eval_loader(cfg, index, batch_size=batch_size, labelled_only=False)  # clips may need labelled frames
+    raw = predict_loader(model, PostProcess(cfg.eval.num_select), loader, next(model.parameters()).device,
+                         progress=progress)
+    nms_iou = resolve_protocol(cfg.eval.protocol, nms_iou=cfg.eval.nms_iou).nms_iou
+    kept = {i: {k: v[select_detections(p["boxes"], p["scores"], 0.0, nms_iou)] for k, v in p.items()}
+            for i, p in raw.items()}
+    labelled, counts = pseudo_labels.pseudo_label(index, kept, score=score, ambiguous=ambiguous,
+                                                   source=str(checkpoint))
+    write_coco_vid(labelled, index.source, str(out))
+    return counts
 
 
 def evaluate_detections(

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "v2idetr.data.commands",  # data convert | stats | validate | sparsify | add-frames
     "v2idetr.data.synthetic_command",  # synth
     "v2idetr.training_commands",  # train | distill | eval
+    "v2idetr.pseudo_label_command",  # pseudo-label
     "v2idetr.deploy.commands",  # predict | export
     "v2idetr.bench.commands",  # bench speed | accuracy
     "v2idetr.demo",  # demo

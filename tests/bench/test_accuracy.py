@@ -186,6 +186,30 @@ def test_archive_rows(tmp_path: Path) -> None:
     assert "student-archive" not in default_rows() and set(rows) <= set(default_rows(archive=True))
 
 
+def test_pseudo_label_rows(tmp_path: Path) -> None:
+    """The pseudo-label rows train (detection loss only) on the budget file with their teacher's detections
+    as labels, written beside the run: the video teacher's, or the image baseline's from the same start."""
+    out = tmp_path / "acc"
+    rows = ["student-pseudo-labels", "student-pseudo-labels-image-teacher"]
+    assert main(["bench", "accuracy", "--out", str(out), "--rows", *rows, "--seeds", "0", "--steps", "2",
+                 "--label-every", "3", "--videos", "4", "--frames", "6", "--frame-size", "64", "--no-progress",
+                 *QUICK]) == 0
+    runs = out / "runs"
+    for row in rows:
+        cfg = json.loads((runs / row / "seed-0" / "config.json").read_text())
+        labels = runs / row / "seed-0-pseudo-labels.json"
+        assert cfg["data"]["train"] == str(labels) and (cfg["distill"]["tfd"], cfg["distill"]["cqd"]) == (0.0, 0.0)
+        doc = json.loads(labels.read_text())
+        budget = json.loads((out / "data-budget" / "train-label-every-3.json").read_text())
+        human = {im["id"] for im in budget["images"] if im.get("labelled", True)}
+        assert {im["id"] for im in doc["images"] if not im.get("pseudo_labelled") and im.get("labelled", True)} == human
+        assert doc["pseudo_labels"]["source"] == str(runs / ROWS[row].teacher / "seed-0" / "best.ckpt")
+    image = json.loads((runs / rows[1] / "seed-0" / "config.json").read_text())
+    assert image["train"]["init_from"].endswith("runs/teacher/seed-0/best.ckpt")
+    assert load_checkpoint(runs / rows[1] / "seed-0" / "best.ckpt").meta["distilled_from"].endswith(
+        "runs/baseline/seed-0/best.ckpt")
+
+
 def test_summary_means_stds_and_gap_closed() -> None:
     def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
         return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,

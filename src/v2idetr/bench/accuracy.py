@@ -153,7 +153,15 @@ def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule
     it starts or learns from (the bench's ``runs/<row>/seed-N``, the demo's ``<out>/<row>``). Without
     ``resume`` whatever an earlier, unfinished attempt left in the row's folder is replaced."""
     student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
-    overrides = [f"data.train={splits.training(row)}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
+    train = splits.training(row)
+    if row.pseudo_labels:
+        run = run_of(row.name)
+        labels = run.with_name(f"{run.name}-pseudo-labels.json")
+        if not (resume and labels.is_file()):
+            labels.parent.mkdir(parents=True, exist_ok=True)
+            api.pseudo_label(run_of(row.teacher) / "best.ckpt", train, labels, progress=progress)
+        train = labels
+    overrides = [f"data.train={train}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
                  *row.overrides, *schedule.overrides(row, run_of("baseline"))]
     if row.start == "teacher":
         overrides.append(f"train.init_from={run_of('teacher') / 'best.ckpt'}")

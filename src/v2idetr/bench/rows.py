@@ -28,6 +28,9 @@ class Row:
     archive: bool = False
     # a view row's `TeacherView` ("static" or "key-frame")
     view: str = "clip"
+    # trains on the budget's training file with its teacher's detections as labels on the unlabelled frames
+    # (`v2idetr pseudo-label`, written beside the run folder)
+    pseudo_labels: bool = False
 
 
 # the share of each batch that the student-unlabelled rows fill with unlabelled frames (on top of the labelled ones)
@@ -72,6 +75,14 @@ ROWS: dict[str, Row] = {
             "student-unlabelled with TFD towards the start plus the teacher's clip-minus-static residual"),
         Row("student-unlabelled-class-norm", "distill", "student", (*UNLABELLED, "distill.cqd_class_norm=teacher"),
             "student-unlabelled with CQD's class term per teacher detection"),
+        Row("student-pseudo-labels", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student from the teacher's weights, detection loss on the labelled frames and on the teacher's "
+            "pseudo-labels of the unlabelled ones (`v2idetr pseudo-label`: boxes >= 0.5, frames with a detection in "
+            "[0.2, 0.5) left out)", pseudo_labels=True),
+        Row("student-pseudo-labels-image-teacher", "distill", "student",
+            ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
+            "student-pseudo-labels with the image baseline's pseudo-labels instead (self-training), from the same "
+            "start: what the temporal context adds", start="teacher", teacher="baseline", pseudo_labels=True),
         Row("student-archive", "distill", "student", UNLABELLED,
             "student, TFD + CQD, half of every batch frames of the archive of unlabelled videos (taught by the video "
             "teacher alone there)", archive=True),

@@ -14,6 +14,7 @@ from v2idetr.argtypes import out_file, positive_int
 from v2idetr.atomic import atomic_write_json
 from v2idetr.data.index import DatasetIndex, FrameRecord
 from v2idetr.data.load import FORMATS, load_index
+from v2idetr.data.pseudo_labels import is_pseudo_labelled
 from v2idetr.data.unlabelled import add_frames, sparsify
 from v2idetr.data.validate import validate
 from v2idetr.errors import DatasetError, Problem
@@ -29,8 +30,10 @@ def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
     per class, box sizes. Negatives are labelled frames without boxes; a negative video has labelled
     frames and all of them are negatives (unlabelled frames say nothing either way).
 
-    ``box_sizes`` bins boxes by ``sqrt(area)`` in original pixels (``SIZE_BINS``); ``degradations``
-    (frames per ``FrameRecord.extra["degradation"]``) is present only when some frame has one.
+    ``pseudo_labelled_frames`` (present when some are) counts the labelled frames whose boxes came
+    from a model (`v2idetr pseudo-label`). ``box_sizes`` bins boxes by ``sqrt(area)`` in original
+    pixels (``SIZE_BINS``); ``degradations`` (frames per ``FrameRecord.extra["degradation"]``) is
+    present only when some frame has one.
     """
     per_class = Counter(int(label) for frame in index.frames() for label in frame.labels)
     sizes = dict.fromkeys((label for label, _ in SIZE_BINS), 0)
@@ -54,6 +57,9 @@ def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
         },
         "box_sizes": sizes,
     }
+    pseudo = sum(1 for f in index.frames() if is_pseudo_labelled(f))
+    if pseudo:
+        stats["pseudo_labelled_frames"] = pseudo
     if degradations:
         stats["degradations"] = dict(sorted(degradations.items()))
     return stats
@@ -83,6 +89,8 @@ def format_stats(index: DatasetIndex) -> str:
         "box size (sqrt(area), px):",
         *(f"  {label}: {n}" for label, n in s["box_sizes"].items()),
     ]
+    if "pseudo_labelled_frames" in s:
+        lines.insert(3, f"pseudo-labelled: {s['pseudo_labelled_frames']} of the labelled frames (a model's boxes)")
     if "degradations" in s:
         lines.append("frames per degradation:")
         lines.extend(f"  {name}: {n}" for name, n in s["degradations"].items())
@@ -91,7 +99,7 @@ def format_stats(index: DatasetIndex) -> str:
     return "\n".join(lines)
 
 
-def _write(index: DatasetIndex, src: str, out_path: str) -> Path:
+def write_coco_vid(index: DatasetIndex, src: str, out_path: str) -> Path:
     """Write ``index`` atomically as COCO-VID with frame paths relative to the output's folder."""
     if any(f.container_index is not None for f in index.frames()):
         raise DatasetError(
@@ -117,7 +125,7 @@ def _convert(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         split=args.split,
     )
-    out = _write(index, args.src, args.out)
+    out = write_coco_vid(index, args.src, args.out)
     print(f"wrote {out}: {len(index.videos)} videos, {index.num_frames} frames, {index.num_boxes} boxes")
     if index.skipped:
         print(f"left out {len(index.skipped)} invalid record(s)")
@@ -157,7 +165,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _sparsify(args: argparse.Namespace) -> int:
     index = load_index(args.labels, format=args.format, images_root=args.images_root, split=args.split)
     sparse = sparsify(index, args.every)
-    out = _write(sparse, args.labels, args.out)
+    out = write_coco_vid(sparse, args.labels, args.out)
     print(f"wrote {out}: {_frame_counts(sparse)}, {sparse.num_boxes} boxes kept (of {index.num_boxes})")
     return 0
 
@@ -175,12 +183,12 @@ def _add_frames(args: argparse.Namespace) -> int:
     by_split = f" ({', '.join(f'{k}: {n}' for k, n in sorted(splits.items()))})" if splits else ""
     videos = sum(1 for n in per_video if n)
     print(f"added {added} unlabelled frames{by_split} to {videos} of {len(full.videos)} videos")
-    out = _write(full, args.labels, args.out)
+    out = write_coco_vid(full, args.labels, args.out)
     print(f"wrote {out}: {_frame_counts(full)}, {full.num_boxes} boxes")
     return 0
 
 
-def _add_source_options(p: argparse.ArgumentParser) -> None:
+def add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="auto", help="dataset layout (default: detected)")
     p.add_argument("--images-root", default=None, help="folder that COCO-VID file_name paths are relative to")
     p.add_argument("--split", choices=("train", "test"), default="train", help="BUV label file to read")
@@ -197,14 +205,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("src", help="COCO-VID JSON, BUV / SUN / SUN-SEG folder or image folder")
     c.add_argument("--out", type=out_file, required=True, help="COCO-VID JSON to write")
-    _add_source_options(c)
+    add_source_options(c)
     c.add_argument("--exclude", default=None, help="text file of video names to leave out (BUV: errata file)")
     c.add_argument("--skip-invalid", action="store_true", help="leave invalid records out instead of failing")
     c.set_defaults(func=_convert)
 
     s = data_sub.add_parser("stats", help="count videos, frames, boxes, negatives, box sizes")
     s.add_argument("path", help="dataset (any supported layout)")
-    _add_source_options(s)
+    add_source_options(s)
     s.add_argument("--skip-invalid", action="store_true", help="leave invalid records out instead of failing")
     s.add_argument("--no-check-files", action="store_true", help="do not check that frame files exist")
     s.set_defaults(func=_stats)
@@ -215,7 +223,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Checks the annotations and, unless --no-decode, decodes every frame file.",
     )
     v.add_argument("path", help="dataset (any supported layout)")
-    _add_source_options(v)
+    add_source_options(v)
     v.add_argument("--no-decode", action="store_true", help="skip decoding frame files (faster)")
     v.set_defaults(func=_validate)
 
@@ -232,7 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("labels", metavar="LABELS", help="dataset (any supported layout)")
     sp.add_argument("--every", type=positive_int, required=True, metavar="K", help="one labelled frame in K")
     sp.add_argument("--out", type=out_file, required=True, help="COCO-VID JSON to write")
-    _add_source_options(sp)
+    add_source_options(sp)
     sp.set_defaults(func=_sparsify)
 
     af = data_sub.add_parser(

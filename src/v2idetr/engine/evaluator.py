@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from v2idetr.atomic import atomic_write, atomic_write_text
 from v2idetr.data.index import DatasetIndex
+from v2idetr.data.pseudo_labels import reject_pseudo_labels
 from v2idetr.engine.metrics import (
     CocoBoxEval,
     FrameMatch,
@@ -116,6 +117,7 @@ def evaluate(
     False) are left out of every number, and counted. With ``out_dir``: writes metrics.json
     (atomically) and pr_curve.png (when there is ground truth).
     """
+    reject_pseudo_labels(index, "evaluation")
     left_out = index.num_unlabelled_frames
     if left_out:
         index = index.labelled_only()

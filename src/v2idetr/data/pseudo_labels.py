@@ -1,0 +1,110 @@
+"""Pseudo-labels: a teacher's detections written as boxes on the frames nobody labelled.
+
+With one labelled frame per video, the video teacher's detections on the other frames are better
+labels than the image baseline's (it sees each frame's neighbours), and a student trained on them
+learns what the teacher sees across frames; the soft distillation losses on the same frames did not
+teach it (docs/RESULTS.md, "hard pseudo-labels"). ``v2idetr predict`` writes the detections,
+``pseudo_label`` merges them: a frame whose detections are all confident (>= ``score``) or all
+faint (< ``ambiguous``) becomes labelled with the confident ones as its boxes (none: a negative);
+a frame with any detection in between stays unlabelled, because a lesion the teacher is unsure of
+would otherwise become background. Human labels are never changed.
+
+Every pseudo-label is marked (image ``pseudo_labelled: true``, annotation ``pseudo_label: true`` and
+its ``score``), so a reviewer can find them, and such a file is refused wherever a number is
+reported or a checkpoint chosen (``reject_pseudo_labels``): metrics rest on human labels only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from v2idetr.data.index import DatasetIndex, FrameRecord
+from v2idetr.errors import ConfigError, DatasetError, Problem
+
+# FrameRecord.extra key of a frame whose boxes came from a model, and the annotations' marker
+PSEUDO_FRAME = "pseudo_labelled"
+PSEUDO_BOX = "pseudo_label"
+DEFAULT_SCORE = 0.5
+DEFAULT_AMBIGUOUS = 0.2
+
+Predictions = dict[int, dict[str, np.ndarray]]  # image_id -> boxes (x1y1x2y2 px), scores, labels
+
+
+@dataclass(frozen=True)
+class PseudoLabelCounts:
+    """What ``pseudo_label`` did, for the command's report."""
+
+    labelled: int  # frames that got pseudo-labels (negatives included)
+    negatives: int  # of those, frames without a confident detection
+    boxes: int
+    ambiguous: int  # frames left unlabelled: a detection between ``ambiguous`` and ``score``
+    human: int  # frames labelled by people, unchanged
+
+
+def is_pseudo_labelled(frame: FrameRecord) -> bool:
+    return bool(frame.extra.get(PSEUDO_FRAME, False))
+
+
+def _check_thresholds(score: float, ambiguous: float) -> None:
+    if not 0.0 < score <= 1.0:
+        raise ConfigError(f"pseudo-label score = {score}: expected a detection score in (0, 1]")
+    if not 0.0 <= ambiguous <= score:
+        raise ConfigError(
+            f"pseudo-label ambiguous = {ambiguous}: expected 0 <= ambiguous <= score ({score}); frames with a "
+            "detection scored in [ambiguous, score) stay unlabelled (equal values: none do)")
+
+
+def _clipped(boxes: np.ndarray, frame: FrameRecord) -> np.ndarray:
+    """Boxes inside the frame, degenerate ones dropped (a detector may reach past the border)."""
+    out = boxes.astype(np.float32).copy()
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, frame.width)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, frame.height)
+    return out
+
+
+def pseudo_label(index: DatasetIndex, predictions: Predictions, score: float = DEFAULT_SCORE,
+                 ambiguous: float = DEFAULT_AMBIGUOUS, source: str = "") -> tuple[DatasetIndex, PseudoLabelCounts]:
+    """A deep copy of ``index`` whose unlabelled frames carry ``predictions`` as labels (module
+    docstring); ``predictions`` holds contiguous class indices, as ``read_coco_results`` returns.
+    ``source`` (the model or the detections file) is recorded in the file's ``pseudo_labels`` entry."""
+    _check_thresholds(score, ambiguous)
+    out = copy.deepcopy(index)
+    out.info = {**out.info, "pseudo_labels": {"source": source, "score": score, "ambiguous": ambiguous}}
+    labelled = negatives = boxes = amb = human = 0
+    for frame in out.frames():
+        if frame.labelled:
+            human += 1
+            continue
+        det = predictions.get(frame.image_id)
+        scores = det["scores"] if det is not None else np.zeros(0, np.float32)
+        if ((scores >= ambiguous) & (scores < score)).any():
+            amb += 1
+            continue
+        keep = scores >= score
+        xyxy = _clipped(det["boxes"][keep], frame) if det is not None else np.zeros((0, 4), np.float32)
+        sane = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        frame.labelled = True
+        frame.boxes = xyxy[sane]
+        frame.labels = (det["labels"][keep][sane] if det is not None else np.zeros(0)).astype(np.int64)
+        frame.box_extra = [{PSEUDO_BOX: True, "score": round(float(s), 4)} for s in scores[keep][sane]]
+        frame.extra[PSEUDO_FRAME] = True
+        labelled += 1
+        negatives += int(len(frame.boxes) == 0)
+        boxes += len(frame.boxes)
+    return out, PseudoLabelCounts(labelled, negatives, boxes, amb, human)
+
+
+def reject_pseudo_labels(index: DatasetIndex, role: str) -> None:
+    """``DatasetError`` naming the file and a frame when ``index`` holds pseudo-labels: ``role``
+    (validation, test, evaluation) chooses checkpoints or reports numbers, which rest on human labels."""
+    marked = [f for f in index.frames() if is_pseudo_labelled(f)]
+    if marked:
+        first = marked[0]
+        raise DatasetError(
+            Problem(index.source, f"image id {first.image_id} ({first.file_name or first.path})", PSEUDO_FRAME,
+                    f"{len(marked)} frames carry a model's detections as labels; the {role} data must hold "
+                    "human labels only: use the file before `v2idetr pseudo-label`"),
+            header=f"pseudo-labels in {role} data")

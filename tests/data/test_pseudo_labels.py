@@ -1,0 +1,83 @@
+"""Pseudo-labels: a model's detections as labels on the unlabelled frames (``pseudo_label``), and their
+refusal wherever a number is reported or a checkpoint chosen. The command: tests/test_pseudo_label_command.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from v2idetr import api
+from v2idetr.config import load_config
+from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
+from v2idetr.data.pseudo_labels import PSEUDO_FRAME, pseudo_label
+from v2idetr.engine.evaluator import evaluate
+from v2idetr.errors import ConfigError, DatasetError
+
+
+def five_frames(root: Path | None = None) -> DatasetIndex:
+    """One 64 x 48 video: frame 1 labelled with a box, frames 2-5 unlabelled (PNGs written under ``root``)."""
+    frames = [FrameRecord(i, 1, i, (root or Path()) / f"v/{i}.png", 64, 48) for i in range(1, 6)]
+    if root is not None:
+        (root / "v").mkdir()
+        for f in frames:
+            Image.new("RGB", (64, 48)).save(f.path)
+    frames[0].boxes, frames[0].labels = np.array([[1, 1, 9, 9]], np.float32), np.array([0])
+    for f in frames[1:]:
+        f.labelled = False
+    return DatasetIndex([VideoRecord(1, "v", frames)], ["lesion", "other"], [1, 2])
+
+
+def det(boxes: list[list[float]], scores: list[float], labels: list[int]) -> dict[str, np.ndarray]:
+    return {"boxes": np.array(boxes, np.float32).reshape(-1, 4), "scores": np.array(scores, np.float32),
+            "labels": np.array(labels, np.int64)}
+
+
+def test_confident_frames_get_boxes_ambiguous_ones_stay_unlabelled():
+    index = five_frames()
+    predictions = {
+        1: det([[30, 30, 40, 40]], [0.99], [1]),  # a human-labelled frame: never changed
+        2: det([[10, 10, 20, 20], [50, 40, 70, 60], [0, 0, 5, 5]], [0.9, 0.6, 0.1], [1, 0, 0]),  # sure + faint
+        3: det([[10, 10, 20, 20], [30, 30, 40, 40]], [0.9, 0.3], [0, 0]),  # one in [0.2, 0.5): ambiguous
+        4: det([[10, 10, 20, 20]], [0.05], [0]),  # only faint: a negative
+    }  # frame 5: no detection at all: a negative
+    out, n = pseudo_label(index, predictions, score=0.5, ambiguous=0.2)
+    frames = out.frame_by_image_id()
+    assert (n.labelled, n.negatives, n.boxes, n.ambiguous, n.human) == (3, 2, 2, 1, 1)
+    assert frames[1].boxes.tolist() == [[1, 1, 9, 9]] and PSEUDO_FRAME not in frames[1].extra
+    assert frames[2].labelled and frames[2].extra[PSEUDO_FRAME] is True
+    np.testing.assert_allclose(frames[2].boxes, [[10, 10, 20, 20], [50, 40, 64, 48]])  # clipped to the frame
+    assert frames[2].labels.tolist() == [1, 0]
+    assert [b["score"] for b in frames[2].box_extra] == [0.9, 0.6] and all(b["pseudo_label"] for b in frames[2].box_extra)
+    assert not frames[3].labelled and len(frames[3].boxes) == 0
+    assert frames[4].is_negative and frames[5].is_negative
+    assert index.num_unlabelled_frames == 4  # the input is not modified
+
+
+def test_equal_thresholds_leave_no_frame_ambiguous():
+    predictions = {3: det([[10, 10, 20, 20], [30, 30, 40, 40]], [0.9, 0.3], [0, 0])}
+    out, n = pseudo_label(five_frames(), predictions, score=0.5, ambiguous=0.5)
+    assert n.ambiguous == 0 and out.num_unlabelled_frames == 0
+    assert len(out.frame_by_image_id()[3].boxes) == 1
+
+
+@pytest.mark.parametrize(("score", "ambiguous"), [(0.0, 0.0), (0.5, 0.6), (1.5, 0.2), (0.5, -0.1)])
+def test_bad_thresholds_are_refused(score, ambiguous):
+    with pytest.raises(ConfigError, match="pseudo-label"):
+        pseudo_label(five_frames(), {}, score=score, ambiguous=ambiguous)
+
+
+def test_pseudo_labels_are_refused_for_validation_and_evaluation(tmp_path):
+    out, _ = pseudo_label(five_frames(tmp_path), {2: det([[10, 10, 20, 20]], [0.9], [0])})
+    with pytest.raises(DatasetError, match="pseudo_labelled"):
+        evaluate(out, {})
+    evaluate(five_frames(), {})  # the same frames with human labels only are scored
+    path = tmp_path / "pseudo.json"
+    path.write_text(json.dumps(out.to_coco_vid(image_root=tmp_path)))
+    with pytest.raises(DatasetError, match="data.val"):
+        api.load_dataset(load_config(None), path, "val", split="test")
+    train = api.load_dataset(load_config(None), path, "train")  # training on pseudo-labels is what they are for
+    assert sum(f.extra.get(PSEUDO_FRAME, False) for f in train.frames()) == 4

@@ -1,0 +1,82 @@
+"""`v2idetr pseudo-label`: from predict's detections or a checkpoint (a video teacher on its clips) to a
+training file whose unlabelled frames carry the model's boxes, marked; `data stats` counts them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from v2idetr import api
+from v2idetr.cli import main
+from v2idetr.data.formats.cocovid import read_coco_vid
+from v2idetr.data.load import load_index
+from v2idetr.data.pseudo_labels import PSEUDO_FRAME
+from v2idetr.data.unlabelled import sparsify
+from v2idetr.errors import DatasetError
+
+
+def test_cli_pseudo_label_from_predict_detections_and_train_on_it(tiny_synth, tiny_checkpoint, tiny_model, configs_dir,
+                                                                    tmp_path, capsys):
+    budget = tmp_path / "budget.json"
+    budget.write_text(json.dumps(sparsify(load_index(tiny_synth.train_json), 4).to_coco_vid(image_root=tmp_path)))
+    preds = tmp_path / "preds"
+    assert main(["predict", str(budget), "--checkpoint", str(tiny_checkpoint), "--out", str(preds),
+                 "--score-thresh", "0.0", "--no-progress"]) == 0
+    out = tmp_path / "pseudo.json"
+    capsys.readouterr()
+    assert main(["pseudo-label", str(budget), "--detections", str(preds / "detections.json"),
+                 "--out", str(out), "--score", "0.3", "--ambiguous", "0.1"]) == 0
+    printed = capsys.readouterr().out
+    assert "pseudo-labelled" in printed and f"wrote {out}" in printed
+    before, after = read_coco_vid(budget), read_coco_vid(out)
+    records = json.loads(preds.joinpath("detections.json").read_text())
+    sure = {r["image_id"] for r in records if r["score"] >= 0.3}
+    unsure = {r["image_id"] for r in records if 0.1 <= r["score"] < 0.3}
+    unlabelled = {f.image_id for f in before.frames() if not f.labelled}
+    assert {f.image_id for f in after.frames() if not f.labelled} == unlabelled & unsure
+    for frame in after.frames():
+        if frame.image_id in unlabelled - unsure:
+            assert frame.extra[PSEUDO_FRAME] is True and (len(frame.boxes) > 0) == (frame.image_id in sure)
+    assert [f.boxes.tolist() for f in after.frames() if f.image_id not in unlabelled] == [
+        f.boxes.tolist() for f in before.frames() if f.labelled]
+    assert main(["data", "validate", str(out), "--no-decode"]) == 0
+    capsys.readouterr()
+    assert main(["data", "stats", str(out), "--no-check-files"]) == 0
+    pseudo = sum(1 for f in after.frames() if f.extra.get(PSEUDO_FRAME))
+    assert f"pseudo-labelled: {pseudo} of the labelled frames" in capsys.readouterr().out
+    api.train(configs_dir / "student-tiny.yaml", [*tiny_model, f"data.train={out}", "train.steps=1", "train.eval_every=0"], tmp_path / "run",
+              progress=False)
+    assert (tmp_path / "run" / "last.ckpt").is_file()
+
+
+def test_cli_pseudo_label_needs_unlabelled_frames_and_matching_detections(tiny_synth, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    args = ["pseudo-label", str(tiny_synth.train_json), "--out", str(out), "--detections"]
+    missing = tmp_path / "none.json"
+    assert main([*args, str(missing)]) == 2
+    assert "nothing to pseudo-label" in capsys.readouterr().err
+    budget = tmp_path / "budget.json"
+    budget.write_text(json.dumps(sparsify(load_index(tiny_synth.train_json), 4).to_coco_vid(image_root=tmp_path)))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps([{"image_id": 99999, "category_id": 1, "bbox": [0, 0, 4, 4], "score": 0.9}]))
+    assert main(["pseudo-label", str(budget), "--out", str(out), "--detections", str(wrong)]) == 2
+    assert "99999" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_pseudo_label_with_a_video_teacher_checkpoint(tiny_synth, teacher_ckpt, tmp_path, capsys):
+    """The teacher runs on each unlabelled frame's clip; the file it writes is what `pseudo_label` makes of
+    the same model's NMS-ed detections, and it trains (data.train) but is refused for evaluation."""
+    budget = tmp_path / "budget.json"
+    budget.write_text(json.dumps(sparsify(load_index(tiny_synth.train_json), 4).to_coco_vid(image_root=tmp_path)))
+    out = tmp_path / "pseudo.json"
+    assert main(["pseudo-label", str(budget), "--checkpoint", str(teacher_ckpt), "--out", str(out),
+                 "--score", "0.2", "--ambiguous", "0.05", "--threads", "1", "--no-progress"]) == 0
+    assert "human-labelled frames unchanged" in capsys.readouterr().out
+    after = read_coco_vid(out)
+    marked = [f for f in after.frames() if f.extra.get(PSEUDO_FRAME)]
+    left = after.num_unlabelled_frames
+    assert len(marked) + left == read_coco_vid(budget).num_unlabelled_frames and marked
+    assert all(b["pseudo_label"] and b["score"] >= 0.2 for f in marked for b in f.box_extra)
+    with pytest.raises(DatasetError, match="pseudo-labels in evaluation data"):
+        api.evaluate(teacher_ckpt, out, progress=False)
