@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from v2idetr import api
@@ -65,18 +66,31 @@ def test_cli_pseudo_label_needs_unlabelled_frames_and_matching_detections(tiny_s
 
 
 def test_cli_pseudo_label_with_a_video_teacher_checkpoint(tiny_synth, teacher_ckpt, tmp_path, capsys):
-    """The teacher runs on each unlabelled frame's clip; the file it writes is what `pseudo_label` makes of
-    the same model's NMS-ed detections, and it trains (data.train) but is refused for evaluation."""
+    """The teacher runs on each unlabelled frame's clip: --checkpoint writes the labels that --detections
+    makes of `predict`'s output for the same teacher (the same clips; both take the protocol's NMS through
+    `select_detections`, which this tiny model's non-overlapping boxes do not exercise); the file is
+    refused for evaluation."""
     budget = tmp_path / "budget.json"
     budget.write_text(json.dumps(sparsify(load_index(tiny_synth.train_json), 4).to_coco_vid(image_root=tmp_path)))
-    out = tmp_path / "pseudo.json"
-    assert main(["pseudo-label", str(budget), "--checkpoint", str(teacher_ckpt), "--out", str(out),
-                 "--score", "0.2", "--ambiguous", "0.05", "--threads", "1", "--no-progress"]) == 0
+    preds = tmp_path / "preds"
+    assert main(["predict", str(budget), "--checkpoint", str(teacher_ckpt), "--out", str(preds),
+                 "--score-thresh", "0.0", "--no-progress"]) == 0
+    best: dict[int, float] = {}
+    for r in json.loads((preds / "detections.json").read_text()):
+        best[r["image_id"]] = max(best.get(r["image_id"], 0.0), r["score"])
+    tops = sorted(best.values())
+    cut = f"{(tops[1] + tops[2]) / 2:.6f}"  # between two frames: all but two get boxes, many overlapping (NMS)
+    for source, name in (("--checkpoint", str(teacher_ckpt)), ("--detections", str(preds / "detections.json"))):
+        assert main(["pseudo-label", str(budget), source, name, "--out", str(tmp_path / f"{source[2:]}.json"),
+                     "--score", cut, "--ambiguous", cut, "--no-progress"]) == 0
     assert "human-labelled frames unchanged" in capsys.readouterr().out
-    after = read_coco_vid(out)
-    marked = [f for f in after.frames() if f.extra.get(PSEUDO_FRAME)]
-    left = after.num_unlabelled_frames
-    assert len(marked) + left == read_coco_vid(budget).num_unlabelled_frames and marked
-    assert all(b["pseudo_label"] and b["score"] >= 0.2 for f in marked for b in f.box_extra)
+    by_model, by_file = read_coco_vid(tmp_path / "checkpoint.json"), read_coco_vid(tmp_path / "detections.json")
+    marked = [f for f in by_model.frames() if f.extra.get(PSEUDO_FRAME)]
+    assert len(marked) == read_coco_vid(budget).num_unlabelled_frames  # equal thresholds: no frame ambiguous
+    assert any(len(f.boxes) for f in marked) and any(not len(f.boxes) for f in marked)
+    assert all(b["pseudo_label"] and b["score"] >= float(cut) for f in marked for b in f.box_extra)
+    files = by_file.frame_by_image_id()
+    for frame in by_model.frames():
+        np.testing.assert_allclose(frame.boxes, files[frame.image_id].boxes, atol=0.01)  # predict rounds to 0.01 px
     with pytest.raises(DatasetError, match="pseudo-labels in evaluation data"):
-        api.evaluate(teacher_ckpt, out, progress=False)
+        api.evaluate(teacher_ckpt, tmp_path / "checkpoint.json", progress=False)

@@ -40,7 +40,8 @@ def test_confident_frames_get_boxes_ambiguous_ones_stay_unlabelled():
     index = five_frames()
     predictions = {
         1: det([[30, 30, 40, 40]], [0.99], [1]),  # a human-labelled frame: never changed
-        2: det([[10, 10, 20, 20], [50, 40, 70, 60], [0, 0, 5, 5]], [0.9, 0.6, 0.1], [1, 0, 0]),  # sure + faint
+        2: det([[10, 10, 20, 20], [50, 40, 70, 60], [70, 10, 80, 20], [0, 0, 5, 5]], [0.9, 0.6, 0.8, 0.1],
+               [1, 0, 0, 0]),  # sure (one of them outside the frame: dropped) + faint
         3: det([[10, 10, 20, 20], [30, 30, 40, 40]], [0.9, 0.3], [0, 0]),  # one in [0.2, 0.5): ambiguous
         4: det([[10, 10, 20, 20]], [0.05], [0]),  # only faint: a negative
     }  # frame 5: no detection at all: a negative

@@ -3,11 +3,12 @@
 With one labelled frame per video, the video teacher's detections on the other frames are better
 labels than the image baseline's (it sees each frame's neighbours), and a student trained on them
 learns what the teacher sees across frames; the soft distillation losses on the same frames did not
-teach it (docs/RESULTS.md, "hard pseudo-labels"). ``v2idetr predict`` writes the detections,
-``pseudo_label`` merges them: a frame whose detections are all confident (>= ``score``) or all
-faint (< ``ambiguous``) becomes labelled with the confident ones as its boxes (none: a negative);
-a frame with any detection in between stays unlabelled, because a lesion the teacher is unsure of
-would otherwise become background. Human labels are never changed.
+teach it (docs/RESULTS.md, "the teacher's pseudo-labels teach what it sees across frames"). A model
+(``api.pseudo_label``) or ``v2idetr predict`` gives the detections, ``pseudo_label`` merges them: a
+frame whose detections are all confident (>= ``score``) or all faint (< ``ambiguous``) becomes
+labelled with the confident ones as its boxes (none: a negative); a frame with any detection in
+between stays unlabelled, because a lesion the teacher is unsure of would otherwise become
+background. Human labels are never changed.
 
 Every pseudo-label is marked (image ``pseudo_labelled: true``, annotation ``pseudo_label: true`` and
 its ``score``), so a reviewer can find them, and such a file is refused wherever a number is
@@ -30,7 +31,10 @@ PSEUDO_BOX = "pseudo_label"
 DEFAULT_SCORE = 0.5
 DEFAULT_AMBIGUOUS = 0.2
 
+# engine.inference.Predictions, restated: the data layer does not import the engine
 Predictions = dict[int, dict[str, np.ndarray]]  # image_id -> boxes (x1y1x2y2 px), scores, labels
+_NO_DETECTIONS = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+                  "labels": np.zeros(0, np.int64)}
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def _check_thresholds(score: float, ambiguous: float) -> None:
 
 
 def _clipped(boxes: np.ndarray, frame: FrameRecord) -> np.ndarray:
-    """Boxes inside the frame, degenerate ones dropped (a detector may reach past the border)."""
+    """Boxes clipped to the frame (a detector may reach past the border)."""
     out = boxes.astype(np.float32).copy()
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, frame.width)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, frame.height)
@@ -78,17 +82,17 @@ def pseudo_label(index: DatasetIndex, predictions: Predictions, score: float = D
         if frame.labelled:
             human += 1
             continue
-        det = predictions.get(frame.image_id)
-        scores = det["scores"] if det is not None else np.zeros(0, np.float32)
+        det = predictions.get(frame.image_id, _NO_DETECTIONS)
+        scores = det["scores"]
         if ((scores >= ambiguous) & (scores < score)).any():
             amb += 1
             continue
         keep = scores >= score
-        xyxy = _clipped(det["boxes"][keep], frame) if det is not None else np.zeros((0, 4), np.float32)
-        sane = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        xyxy = _clipped(det["boxes"][keep], frame)
+        sane = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # not flattened by the clipping
         frame.labelled = True
         frame.boxes = xyxy[sane]
-        frame.labels = (det["labels"][keep][sane] if det is not None else np.zeros(0)).astype(np.int64)
+        frame.labels = det["labels"][keep][sane].astype(np.int64)
         frame.box_extra = [{PSEUDO_BOX: True, "score": round(float(s), 4)} for s in scores[keep][sane]]
         frame.extra[PSEUDO_FRAME] = True
         labelled += 1
