@@ -10,6 +10,7 @@ import pytest
 
 from v2idetr import api
 from v2idetr.cli import main
+from v2idetr.data.archive import synthetic_archive
 from v2idetr.data.formats.cocovid import read_coco_vid
 from v2idetr.data.load import load_index
 from v2idetr.data.pseudo_labels import PSEUDO_FRAME
@@ -94,3 +95,37 @@ def test_cli_pseudo_label_with_a_video_teacher_checkpoint(tiny_synth, teacher_ck
         np.testing.assert_allclose(frame.boxes, files[frame.image_id].boxes, atol=0.01)  # predict rounds to 0.01 px
     with pytest.raises(DatasetError, match="pseudo-labels in evaluation data"):
         api.evaluate(teacher_ckpt, tmp_path / "checkpoint.json", progress=False)
+
+
+def test_an_archive_pseudo_labelled_by_the_teacher_merges_into_training_data(tiny_synth, teacher_ckpt, tiny_model,
+                                                                              configs_dir, tmp_path, capsys):
+    """Videos nobody labelled (`synth --unlabelled-videos`) through the teacher's pseudo-labels: every
+    archive frame is marked or left unlabelled, `data merge` puts them beside the labelled videos, and a
+    student trains on the result."""
+    archive = synthetic_archive(tmp_path / "archive", "ultrasound", 2, 6, 64, 3)
+    out = tmp_path / "archive-pseudo.json"
+    assert main(["pseudo-label", str(archive), "--checkpoint", str(teacher_ckpt), "--out", str(out),
+                 "--score", "0.0001", "--ambiguous", "0.0001", "--no-progress"]) == 0
+    pseudo = read_coco_vid(out)
+    assert pseudo.num_unlabelled_frames == 0 and all(f.extra[PSEUDO_FRAME] for f in pseudo.frames())
+    merged = tmp_path / "train+archive.json"
+    capsys.readouterr()
+    assert main(["data", "merge", str(tiny_synth.train_json), str(out), "--out", str(merged)]) == 0
+    assert f"({pseudo.num_frames} of them pseudo-labelled)" in capsys.readouterr().out
+    both = read_coco_vid(merged)
+    assert both.num_frames == read_coco_vid(tiny_synth.train_json).num_frames + pseudo.num_frames
+    api.train(configs_dir / "student-tiny.yaml", [*tiny_model, f"data.train={merged}", "train.steps=1",
+                                                  "train.eval_every=0"], tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "last.ckpt").is_file()
+
+
+def test_pseudo_label_refuses_video_files_before_running_the_model(tmp_path, tiny_checkpoint, write_video, monkeypatch,
+                                                                   capsys):
+    """COCO-VID cannot point into a video file: the command says so before the model's pass, not after it."""
+    (tmp_path / "archive").mkdir()
+    write_video(tmp_path / "archive" / "case-1.mp4", frames=4)
+    monkeypatch.setattr(api, "predict_loader", lambda *a, **k: pytest.fail("the model ran"))
+    out = tmp_path / "pseudo.json"
+    assert main(["pseudo-label", str(tmp_path / "archive"), "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "extract its frames first" in capsys.readouterr().err and not out.exists()

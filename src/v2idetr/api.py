@@ -18,7 +18,7 @@ from v2idetr.config import Config, config_from_dict, config_to_dict, load_config
 from v2idetr.data import pseudo_labels
 from v2idetr.data.archive import load_archives
 from v2idetr.data.clips import ClipSampling
-from v2idetr.data.commands import write_coco_vid
+from v2idetr.data.commands import check_coco_vid_writable, write_coco_vid
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
 from v2idetr.data.pseudo_labels import (
@@ -359,6 +359,7 @@ def pseudo_label(
     model, cfg, meta = load_model(checkpoint, device=device)
     index = data if isinstance(data, DatasetIndex) else load_dataset(cfg, data, "train")
     _check_checkpoint_classes(index, meta, index.source)
+    check_coco_vid_writable(index, index.source, str(out))  # before the model's pass, not after it
     loader = build_eval_loader(cfg, index, batch_size=batch_size, labelled_only=False)  # clips may need labelled frames
     raw = predict_loader(model, PostProcess(cfg.eval.num_select), loader, next(model.parameters()).device,
                          progress=progress)

@@ -1,5 +1,6 @@
-"""`v2idetr data convert | stats | validate | sparsify | add-frames`: any supported layout to COCO-VID,
-its counts, its problems; a label budget (one labelled frame in K) or the frames the labels leave out."""
+"""`v2idetr data convert | stats | validate | sparsify | add-frames | merge`: any supported layout to COCO-VID,
+its counts, its problems; a label budget (one labelled frame in K), the frames the labels leave out, or
+several datasets as one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from v2idetr.argtypes import out_file, positive_int
 from v2idetr.atomic import atomic_write_json
 from v2idetr.data.index import DatasetIndex, FrameRecord
 from v2idetr.data.load import FORMATS, load_index
+from v2idetr.data.merge import merge_indexes
 from v2idetr.data.pseudo_labels import is_pseudo_labelled
 from v2idetr.data.unlabelled import add_frames, sparsify
 from v2idetr.data.validate import validate
@@ -99,13 +101,19 @@ def format_stats(index: DatasetIndex) -> str:
     return "\n".join(lines)
 
 
-def write_coco_vid(index: DatasetIndex, src: str, out_path: str) -> Path:
-    """Write ``index`` atomically as COCO-VID with frame paths relative to the output's folder."""
+def check_coco_vid_writable(index: DatasetIndex, src: str, out_path: str) -> None:
+    """``DatasetError`` when ``index`` cannot be COCO-VID (frames inside video files): call it before a
+    long job (a teacher's pass) whose result goes to ``write_coco_vid``."""
     if any(f.container_index is not None for f in index.frames()):
         raise DatasetError(
             Problem(str(src), "", "", "a video file cannot be written as COCO-VID; extract its frames first"),
             header=f"cannot write {out_path}",
         )
+
+
+def write_coco_vid(index: DatasetIndex, src: str, out_path: str) -> Path:
+    """Write ``index`` atomically as COCO-VID with frame paths relative to the output's folder."""
+    check_coco_vid_writable(index, src, out_path)
     out = Path(out_path)
     atomic_write_json(out, index.to_coco_vid(image_root=out.resolve().parent))
     return out
@@ -188,6 +196,15 @@ def _add_frames(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    merged = merge_indexes([load_index(path) for path in args.datasets])
+    out = write_coco_vid(merged, args.datasets[0], args.out)
+    pseudo = sum(1 for f in merged.frames() if is_pseudo_labelled(f))
+    print(f"wrote {out}: {_frame_counts(merged)}" + (f" ({pseudo} of them pseudo-labelled)" if pseudo else "")
+          + f", {merged.num_boxes} boxes")
+    return 0
+
+
 def add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="auto", help="dataset layout (default: detected)")
     p.add_argument("--images-root", default=None, help="folder that COCO-VID file_name paths are relative to")
@@ -263,3 +280,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     af.add_argument("--format", choices=FORMATS, default="auto", help="dataset layout (default: detected)")
     af.add_argument("--split", choices=("train", "test"), default="train", help="BUV label file to read")
     af.set_defaults(func=_add_frames)
+
+    m = data_sub.add_parser(
+        "merge",
+        help="several datasets as one COCO-VID file (labelled videos and a pseudo-labelled archive)",
+        description=(
+            "The datasets' classes must agree (names and order); a video name or frame file in two of them is "
+            "an error. Image and video ids are renumbered; pseudo-labels stay marked. OUT is COCO-VID, frame "
+            "paths relative to its folder, written atomically. Each dataset's layout is detected (a COCO-VID "
+            "file's frames relative to its own folder: `data convert --images-root` others first)."
+        ),
+    )
+    m.add_argument("datasets", nargs="+", metavar="DATASET", help="two or more datasets (any supported layout)")
+    m.add_argument("--out", type=out_file, required=True, help="COCO-VID JSON to write")
+    m.set_defaults(func=_merge)
