@@ -210,6 +210,41 @@ def test_pseudo_label_rows(tmp_path: Path) -> None:
         "runs/baseline/seed-0/best.ckpt")
 
 
+def test_archive_pseudo_label_rows(tmp_path: Path) -> None:
+    """The archive's pseudo-label rows train on the budget's pseudo-labels merged with the archive's (both
+    from the row's teacher), with no soft distillation on the archive; a fully labelled training file is
+    merged as it is."""
+    common = ["--seeds", "0", "--steps", "2", "--unlabelled-videos", "2", "--videos", "4", "--frames", "6",
+              "--frame-size", "64", "--no-progress"]
+    rows = ["student-archive-pseudo-labels", "student-archive-pseudo-labels-image-teacher"]
+    out = tmp_path / "budget"
+    assert main(["bench", "accuracy", "--out", str(out), "--label-every", "3", "--rows", *rows, *common, *QUICK]) == 0
+    archive = out / "data" / "unlabelled.json"
+    budget = json.loads((out / "data-budget" / "train-label-every-3.json").read_text())
+    n_archive = len(json.loads(archive.read_text())["images"])
+    for row in rows:
+        run = out / "runs" / row / "seed-0"
+        cfg = json.loads((run / "config.json").read_text())
+        merged = json.loads(Path(cfg["data"]["train"]).read_text())
+        assert cfg["data"]["train"] == str(run.with_name("seed-0-train-and-archive.json"))
+        assert cfg["data"]["unlabelled"] == [] and (cfg["distill"]["tfd"], cfg["distill"]["cqd"]) == (0.0, 0.0)
+        assert len(merged["images"]) == len(budget["images"]) + n_archive
+        names = {v["id"]: v["name"] for v in merged["videos"]}
+        from_archive = [im for im in merged["images"] if names[im["video_id"]].startswith("unlabelled_")]
+        assert len(from_archive) == n_archive
+        assert all(im.get("pseudo_labelled") or im.get("labelled") is False for im in from_archive)
+        teacher = str(out / "runs" / ROWS[row].teacher / "seed-0" / "best.ckpt")
+        assert [p["source"] for p in merged["pseudo_labels"]] == [teacher, teacher]
+    full = tmp_path / "full"
+    assert main(["bench", "accuracy", "--out", str(full), "--rows", rows[0], *common, *QUICK]) == 0
+    cfg = json.loads((full / "runs" / rows[0] / "seed-0" / "config.json").read_text())
+    merged = json.loads(Path(cfg["data"]["train"]).read_text())
+    train = json.loads((full / "data" / "train.json").read_text())
+    assert len(merged["images"]) == len(train["images"]) + n_archive
+    assert merged["pseudo_labels"]["source"] == str(full / "runs" / "teacher" / "seed-0" / "best.ckpt")
+    assert not (full / "runs" / rows[0] / "seed-0-pseudo-labels.json").exists()  # nothing to label in train.json
+
+
 def test_summary_means_stds_and_gap_closed() -> None:
     def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
         return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,

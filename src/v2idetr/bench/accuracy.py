@@ -25,6 +25,7 @@ import numpy as np
 from v2idetr import api
 from v2idetr.atomic import atomic_write_json, atomic_write_text, folder_lock
 from v2idetr.bench.folder import LOCK_FILE, check_settings, clear_benchmark
+from v2idetr.bench.pseudo_label_data import pseudo_label_training_file
 from v2idetr.bench.rows import ROWS, Row, default_rows
 from v2idetr.bench.schedule import Schedule
 from v2idetr.config import shipped_configs
@@ -154,21 +155,17 @@ def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule
     ``resume`` whatever an earlier, unfinished attempt left in the row's folder is replaced."""
     student_cfg, teacher_cfg = (str(shipped_configs() / name) for name in SIZES[size])
     train = splits.training(row)
+    if row.archive and splits.unlabelled is None:
+        raise ConfigError(f"row {row.name} learns from an archive of unlabelled videos: give --unlabelled-videos N "
+                          "(synthetic) or --unlabelled PATH (your own)")
     if row.pseudo_labels:
-        run = run_of(row.name)
-        labels = run.with_name(f"{run.name}-pseudo-labels.json")
-        if not (resume and labels.is_file()):
-            labels.parent.mkdir(parents=True, exist_ok=True)
-            api.pseudo_label(run_of(row.teacher) / "best.ckpt", train, labels, progress=progress)
-        train = labels
+        train = pseudo_label_training_file(run_of(row.name), run_of(row.teacher) / "best.ckpt", train,
+                                           splits.unlabelled if row.archive else None, resume, progress)
     overrides = [f"data.train={train}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
                  *row.overrides, *schedule.overrides(row, run_of("baseline"))]
     if row.start == "teacher":
         overrides.append(f"train.init_from={run_of('teacher') / 'best.ckpt'}")
-    if row.archive:
-        if splits.unlabelled is None:
-            raise ConfigError(f"row {row.name} distils on an archive of unlabelled videos: give --unlabelled-videos N "
-                              "(synthetic) or --unlabelled PATH (your own)")
+    if row.archive and not row.pseudo_labels:
         overrides.append(f"data.unlabelled={splits.unlabelled}")
     if row.kind == "train":
         api.train(teacher_cfg if row.config == "teacher" else student_cfg, overrides, run_of(row.name), resume=resume,

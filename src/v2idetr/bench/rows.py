@@ -24,12 +24,13 @@ class Row:
     teacher: str = "teacher"
     # the training labels: the benchmark's (1 frame in --label-every labelled) or every frame's ("all")
     labels: str = "budget"
-    # distils on the benchmark's archive of unlabelled videos too (data.unlabelled; --unlabelled-videos)
+    # learns from the benchmark's archive of unlabelled videos too (--unlabelled-videos): distils on it
+    # (data.unlabelled), or with ``pseudo_labels`` trains on its teacher's pseudo-labels of it
     archive: bool = False
     # a view row's `TeacherView` ("static" or "key-frame")
     view: str = "clip"
     # trains on the budget's training file with its teacher's detections as labels on the unlabelled frames
-    # (`v2idetr pseudo-label`, written beside the run folder)
+    # (`v2idetr pseudo-label`, written beside the run folder: bench/pseudo_label_data.py)
     pseudo_labels: bool = False
 
 
@@ -89,6 +90,13 @@ ROWS: dict[str, Row] = {
         Row("student-archive-image-teacher", "distill", "student", (*UNLABELLED, "distill.init_from_teacher=false"),
             "student-archive taught by the image baseline instead (plain self-training on the archive), from the same "
             "start", start="teacher", teacher="baseline", archive=True),
+        Row("student-archive-pseudo-labels", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student-pseudo-labels with the archive's videos too, pseudo-labelled by the video teacher alike "
+            "(`data merge`)", pseudo_labels=True, archive=True),
+        Row("student-archive-pseudo-labels-image-teacher", "distill", "student",
+            ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
+            "student-archive-pseudo-labels with the image baseline's pseudo-labels (self-training on the archive), "
+            "from the same start", start="teacher", teacher="baseline", pseudo_labels=True, archive=True),
         Row("student-no-proposals", "distill", "student", ("distill.cqd_proposals=0.0",),
             "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
         Row("student-own-queries", "distill", "student", ("distill.cqd_student_queries=1.0",),
