@@ -4,6 +4,8 @@ training file whose unlabelled frames carry the model's boxes, marked; `data sta
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,13 +121,21 @@ def test_an_archive_pseudo_labelled_by_the_teacher_merges_into_training_data(tin
     assert (tmp_path / "run" / "last.ckpt").is_file()
 
 
-def test_pseudo_label_refuses_video_files_before_running_the_model(tmp_path, tiny_checkpoint, write_video, monkeypatch,
-                                                                   capsys):
-    """COCO-VID cannot point into a video file: the command says so before the model's pass, not after it."""
-    (tmp_path / "archive").mkdir()
-    write_video(tmp_path / "archive" / "case-1.mp4", frames=4)
-    monkeypatch.setattr(api, "predict_loader", lambda *a, **k: pytest.fail("the model ran"))
+def test_pseudo_label_on_an_archive_folder(tmp_path, tiny_synth, tiny_checkpoint, write_video, monkeypatch, capsys):
+    """A folder of per-video frame folders is pseudo-labelled like any dataset; video files cannot be
+    (COCO-VID names frame files): the command says so before the model's pass, not after it."""
+    frames = sorted((Path(tiny_synth.train_json).parent / "frames").iterdir())[:2]
+    for folder in frames:
+        shutil.copytree(folder, tmp_path / "archive" / folder.name)
     out = tmp_path / "pseudo.json"
     assert main(["pseudo-label", str(tmp_path / "archive"), "--checkpoint", str(tiny_checkpoint), "--out", str(out),
-                 "--no-progress"]) == 2
-    assert "extract its frames first" in capsys.readouterr().err and not out.exists()
+                 "--no-progress"]) == 0
+    boxed = read_coco_vid(out)
+    assert [v.name for v in boxed.videos] == [f.name for f in frames]
+    assert boxed.num_frames == sum(len(list(f.iterdir())) for f in frames)
+    assert all(f.extra.get(PSEUDO_FRAME) or not f.labelled for f in boxed.frames())
+    write_video(tmp_path / "archive" / "case-1.mp4", frames=4)
+    monkeypatch.setattr(api, "predict_loader", lambda *a, **k: pytest.fail("the model ran"))
+    assert main(["pseudo-label", str(tmp_path / "archive"), "--checkpoint", str(tiny_checkpoint), "--out",
+                 str(tmp_path / "again.json"), "--no-progress"]) == 2
+    assert "extract its frames first" in capsys.readouterr().err and not (tmp_path / "again.json").exists()
