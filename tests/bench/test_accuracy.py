@@ -373,6 +373,28 @@ def test_lineage_schedule_gives_every_single_frame_row_the_same_steps(tmp_path: 
     assert "baseline-2x: 960" in one.describe(["baseline", "baseline-2x"])
 
 
+def test_distill_steps_train_every_student_longer_and_only_the_students(tmp_path: Path) -> None:
+    """--distill-steps: students of a lineage (or of a plain schedule) train M steps from their teacher,
+    validated at each third; the baseline's and teachers' steps stay the lineage's; the folder records it."""
+    base = tmp_path / "base"
+    longer = Schedule(480, teacher_steps=144, student_steps=80, distill_steps=480)
+    lineage = Schedule(480, teacher_steps=144, student_steps=80)
+    for name in ("baseline", "teacher", "teacher-mean", "baseline-2x"):
+        assert longer.overrides(ROWS[name], base) == lineage.overrides(ROWS[name], base), name
+    for name in (n for n in ROWS if ROWS[n].kind == "distill"):
+        got = longer.overrides(ROWS[name], base)
+        assert got[:3] == ["train.steps=480", "train.warmup_steps=48", "train.eval_every=160"], name
+    late = longer.overrides(ROWS["student-from-baseline"], base)
+    assert late[-1] == f"train.init_from={base / 'ckpt-00000400.ckpt'}"
+    plain = Schedule(300, distill_steps=90).overrides(ROWS["student-pseudo-labels"], base)
+    assert plain == ["train.steps=90", "train.warmup_steps=9", "train.eval_every=30"]
+    assert Schedule(300, distill_steps=90).overrides(ROWS["baseline"], base) == ["train.steps=300"]
+    assert "students 480 steps from their teacher, validated every 160" in longer.describe()
+    assert lineage.settings() == [480, 144, 80] and longer.settings() == [480, 144, 80, 480]
+    with pytest.raises(ConfigError, match="--distill-steps 0"):
+        Schedule(300, distill_steps=0)
+
+
 @pytest.mark.parametrize(("teacher", "student"), [(None, 5), (5, None), (0, 2), (6, 4), (3, 0)])
 def test_bad_lineages_are_refused(teacher: int | None, student: int | None) -> None:
     with pytest.raises(ConfigError, match="--teacher-steps|--student-steps"):

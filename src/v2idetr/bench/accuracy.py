@@ -297,6 +297,7 @@ def benchmark_accuracy(
     progress: bool = True,
     teacher_steps: int | None = None,
     student_steps: int | None = None,
+    distill_steps: int | None = None,
     label_every: int = 1,
     unlabelled_videos: int = 0,
     unlabelled: str | None = None,
@@ -323,7 +324,7 @@ def benchmark_accuracy(
         raise ConfigError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
-    schedule = Schedule(steps, teacher_steps, student_steps)
+    schedule = Schedule(steps, teacher_steps, student_steps, distill_steps)
     early = [r for r in rows if ROWS[r].start == "baseline"]
     if early and not schedule.lineage:
         raise ConfigError(f"--rows {' '.join(early)}: starts from the baseline's weights before its end, which "
@@ -345,7 +346,7 @@ def benchmark_accuracy(
     test_videos = test_videos or default_test_videos(synth[0])
     with folder_lock(out, LOCK_FILE):  # seeds started side by side: one writes the data, the others wait
         check_settings(out, {
-            "size": size, "schedule": [steps, teacher_steps, student_steps], "overrides": list(overrides),
+            "size": size, "schedule": schedule.settings(), "overrides": list(overrides),
             **({"label_every": label_every} if label_every > 1 else {}),
             **({"unlabelled_videos": unlabelled_videos} if unlabelled_videos else {}),
             **({"unlabelled": str(Path(unlabelled).resolve())} if unlabelled else {}),

@@ -87,6 +87,7 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         teacher_steps=args.teacher_steps,
         student_steps=args.student_steps,
+        distill_steps=args.distill_steps,
         label_every=args.label_every,
         unlabelled_videos=args.unlabelled_videos,
         unlabelled=args.unlabelled,
@@ -143,6 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --student-steps, one lineage as in `v2idetr demo`: teachers start from the baseline "
                    "at step steps-N-K and train N, students K (default: every row trains --steps)")
     a.add_argument("--student-steps", type=positive_int, default=None, help="K: see --teacher-steps")
+    a.add_argument("--distill-steps", type=positive_int, default=None, metavar="M",
+                   help="train the student rows M steps from their teacher (validated every M/3 steps, the best "
+                   "kept) instead of K or --steps: pseudo-label students need more than a lineage's tail")
     a.add_argument("--label-every", type=positive_int, default=1,
                    help="label budget: keep the labels of 1 training frame in K per video, the rest unlabelled "
                    "(`data sparsify`); baseline-all-labels keeps them all (default 1: every frame labelled)")

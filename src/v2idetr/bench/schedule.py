@@ -23,11 +23,15 @@ class Schedule:
     (students on top of their teacher's). With both, one lineage of weights as in ``v2idetr demo``:
     teachers start from the same seed's baseline at step ``steps - teacher_steps - student_steps``
     and train ``teacher_steps``, students train ``student_steps`` from their teacher, so every
-    single-frame row has had ``steps`` optimiser steps."""
+    single-frame row has had ``steps`` optimiser steps. ``distill_steps`` trains every distillation
+    row that many steps from its teacher instead, validated at each third of them (the best kept):
+    students that learn from new labels (pseudo-labels) need more steps than a lineage's tail, and
+    then have had more steps than the baseline."""
 
     steps: int
     teacher_steps: int | None = None
     student_steps: int | None = None
+    distill_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -39,6 +43,8 @@ class Schedule:
                 f"--teacher-steps {self.teacher_steps} --student-steps {self.student_steps}: expected >= 1 each "
                 f"and fewer than --steps {self.steps} together (the baseline's step the teachers start from)"
             )
+        if self.distill_steps is not None and self.distill_steps < 1:
+            raise ConfigError(f"--distill-steps {self.distill_steps}: expected >= 1")
 
     @property
     def lineage(self) -> bool:
@@ -60,26 +66,41 @@ class Schedule:
     def describe(self, rows: Sequence[str] = ()) -> str:
         """The schedule in words; ``baseline-2x``'s steps only when it is among ``rows``."""
         twice = f" (baseline-2x: {2 * self.steps})" if "baseline-2x" in rows else ""
+        longer = (f"; students {self.distill_steps} steps from their teacher, validated every "
+                  f"{self._eval_every()} (more than the baseline's)" if self.distill_steps else "")
         if not self.lineage:
-            return f"{self.steps} steps per row{twice}; students on top of their teacher's"
+            return f"{self.steps} steps per row{twice}; students on top of their teacher's{longer}"
+        if longer:
+            return (f"one lineage: baseline {self.steps} steps{twice}; teachers {self.teacher_steps} from the "
+                    f"baseline's step {self.teacher_start}{longer}")
         return (f"one lineage: baseline {self.steps} steps{twice}; teachers "
                 f"{self.teacher_steps} from the baseline's step {self.teacher_start}; students {self.student_steps} "
                 "from their teacher (every single-frame row has had as many steps as the baseline)")
 
+    def _eval_every(self) -> int:
+        assert self.distill_steps is not None
+        return max(1, self.distill_steps // 3)
+
+    def settings(self) -> list[int | None]:
+        """What a benchmark folder records (`check_settings`); ``distill_steps`` only when given, so
+        folders made before it keep matching."""
+        steps = [self.steps, self.teacher_steps, self.student_steps]
+        return steps if self.distill_steps is None else [*steps, self.distill_steps]
+
     def overrides(self, row: Row, baseline_run: Path) -> list[str]:
         """The row's step overrides (they come after the user's, which they must win over);
         ``baseline_run``: the folder of the baseline run a lineage's teacher starts from."""
+        if row.kind == "distill" and (self.distill_steps or self.lineage):
+            distill = ([*continued_schedule(self.distill_steps), f"train.eval_every={self._eval_every()}"]
+                       if self.distill_steps else continued_schedule(self.student_steps or self.steps))
+            if row.start == "baseline":
+                return [*distill, f"train.init_from={self.student_start_checkpoint(baseline_run)}"]
+            return distill
         if not self.lineage:
             return [f"train.steps={self.steps * row.steps_factor}"]
-        assert self.teacher_steps is not None and self.student_steps is not None
-        if row.kind == "distill":
-            if row.start == "baseline":
-                start = self.student_start_checkpoint(baseline_run)
-                return [*continued_schedule(self.student_steps), f"train.init_from={start}"]
-            return continued_schedule(self.student_steps)
         if row.config == "teacher":
             start = step_checkpoint_path(baseline_run, self.teacher_start)
-            return [*continued_schedule(self.teacher_steps), f"train.init_from={start}"]
+            return [*continued_schedule(self.teacher_steps or self.steps), f"train.init_from={start}"]
         steps = self.steps * row.steps_factor
         if row.name != "baseline":
             return [f"train.steps={steps}"]
