@@ -99,6 +99,24 @@ def test_cli_pseudo_label_with_a_video_teacher_checkpoint(tiny_synth, teacher_ck
         api.evaluate(teacher_ckpt, tmp_path / "checkpoint.json", progress=False)
 
 
+def test_the_teacher_runs_only_on_the_frames_it_labels(tiny_synth, teacher_ckpt, tmp_path, monkeypatch):
+    """The model's pass covers the unlabelled key frames and nothing else (their clips still take labelled
+    support frames): predictions on frames people labelled would be thrown away."""
+    budget = sparsify(load_index(tiny_synth.train_json), 4)
+    seen: list[int] = []
+    predict = api.predict_loader
+
+    def spy(model, postprocess, loader, *args, **kwargs):
+        out = predict(model, postprocess, loader, *args, **kwargs)
+        seen.extend(out)
+        return out
+
+    monkeypatch.setattr(api, "predict_loader", spy)
+    api.pseudo_label(teacher_ckpt, budget, tmp_path / "pseudo.json", progress=False)
+    assert sorted(seen) == sorted(f.image_id for f in budget.frames() if not f.labelled)
+    assert 0 < len(seen) < len(list(budget.frames()))
+
+
 def test_an_archive_pseudo_labelled_by_the_teacher_merges_into_training_data(tiny_synth, teacher_ckpt, tiny_model,
                                                                               configs_dir, tmp_path, capsys):
     """Videos nobody labelled (`synth --unlabelled-videos`) through the teacher's pseudo-labels: every

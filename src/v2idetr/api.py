@@ -32,7 +32,7 @@ from v2idetr.distill.objective import DistillationObjective
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.coco_results import read_coco_results
 from v2idetr.engine.evaluator import evaluate as evaluate_predictions
-from v2idetr.engine.inference import build_eval_loader, predict_loader
+from v2idetr.engine.inference import build_eval_loader, is_unlabelled, predict_loader
 from v2idetr.engine.metrics import resolve_protocol, select_detections
 from v2idetr.engine.run_folder import claim_run_folder
 from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, resolve_device, seed_everything
@@ -360,7 +360,7 @@ def pseudo_label(
     index = data if isinstance(data, DatasetIndex) else load_dataset(cfg, data, "train")
     _check_checkpoint_classes(index, meta, index.source)
     check_coco_vid_writable(index, index.source, str(out))  # before the model's pass, not after it
-    loader = build_eval_loader(cfg, index, batch_size=batch_size, labelled_only=False)  # clips may need labelled frames
+    loader = build_eval_loader(cfg, index, batch_size=batch_size, keys=is_unlabelled)  # the frames it labels
     raw = predict_loader(model, PostProcess(cfg.eval.num_select), loader, next(model.parameters()).device,
                          progress=progress)
     nms_iou = resolve_protocol(cfg.eval.protocol, nms_iou=cfg.eval.nms_iou).nms_iou

@@ -76,7 +76,7 @@ def _assert_matches_eval(records: list[dict], teacher_ckpt: Path, data: Path, cf
     if cfg_change:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **cfg_change))
     index = load_index(data)
-    loader = build_eval_loader(cfg, index, batch_size=5, labelled_only=False)
+    loader = build_eval_loader(cfg, index, batch_size=5, keys=None)
     preds = predict_loader(model, PostProcess(cfg.eval.num_select), loader, torch.device("cpu"), progress=False)
     frames = [f for v in index.videos for f in v.frames]
     assert [r["image_id"] for r in records] == sorted((r["image_id"] for r in records),

@@ -47,7 +47,7 @@ from torchvision.ops import box_iou
 from v2idetr.atomic import atomic_write_json
 from v2idetr.config import Config, unlabelled_share
 from v2idetr.data.index import DatasetIndex
-from v2idetr.engine.inference import Predictions, build_eval_loader, predict_loader
+from v2idetr.engine.inference import Predictions, build_eval_loader, is_labelled, predict_loader
 from v2idetr.engine.metrics import resolve_protocol
 from v2idetr.errors import CheckpointError
 from v2idetr.models.postprocess import PostProcess
@@ -124,7 +124,7 @@ def score_frames(teacher: nn.Module, teacher_cfg: Config, student: nn.Module, st
     from one prediction pass of each model."""
     def predict(model: nn.Module, cfg: Config, desc: str) -> Predictions:
         loader = build_eval_loader(cfg, index, batch_size=student_cfg.data.batch_size,
-                                   labelled_only=unlabelled_share(student_cfg) == 0)
+                                   keys=is_labelled if unlabelled_share(student_cfg) == 0 else None)
         return predict_loader(model, PostProcess(student_cfg.eval.num_select), loader, device, progress, desc)
 
     by_teacher = predict(teacher, teacher_cfg, "score frames: teacher")

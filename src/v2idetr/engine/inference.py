@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -22,6 +24,10 @@ def is_labelled(frame: FrameRecord) -> bool:
     return frame.labelled
 
 
+def is_unlabelled(frame: FrameRecord) -> bool:
+    return not frame.labelled
+
+
 def eval_clip_mode(cfg: Config) -> str:
     """Evaluation clips are deterministic: causal models keep ``past``, all others use ``adjacent``."""
     return "past" if cfg.data.clip_mode == "past" else "adjacent"
@@ -29,10 +35,11 @@ def eval_clip_mode(cfg: Config) -> str:
 
 def build_eval_loader(
     cfg: Config, index: DatasetIndex, batch_size: int | None = None, shard: tuple[int, int] = (0, 1),
-    labelled_only: bool = True,
+    keys: Callable[[FrameRecord], bool] | None = is_labelled,
 ) -> DataLoader:
-    """Deterministic clips of every labelled key frame (every frame unless ``labelled_only``; support
-    frames may be any frame); ``shard = (rank, world_size)`` keeps every ``world_size``-th frame from
+    """Deterministic clips of every key frame ``keys`` accepts (by default the labelled ones; None:
+    every frame); support frames may be any frame, so a clip is the same whichever keys are asked
+    for. ``shard = (rank, world_size)`` keeps every ``world_size``-th frame from
     ``rank`` on (distributed evaluation, predictions gathered after)."""
     dataset: ClipDataset | Subset = ClipDataset(
         index,
@@ -42,7 +49,7 @@ def build_eval_loader(
         stride=cfg.data.stride,
         transforms=build_eval_transforms(cfg.data),
         seed=cfg.train.seed,
-        key_filter=is_labelled if labelled_only else None,
+        key_filter=keys,
     )
     rank, world = shard
     if world > 1:
