@@ -389,7 +389,8 @@ def test_distill_steps_train_every_student_longer_and_only_the_students(tmp_path
     plain = Schedule(300, distill_steps=90).overrides(ROWS["student-pseudo-labels"], base)
     assert plain == ["train.steps=90", "train.warmup_steps=9", "train.eval_every=30"]
     assert Schedule(300, distill_steps=90).overrides(ROWS["baseline"], base) == ["train.steps=300"]
-    assert "students 480 steps from their teacher, validated every 160" in longer.describe()
+    assert "students 480 steps from their teacher, validated every 160 (880 in all, the baseline 480)" in longer.describe()
+    assert "(390 in all, the baseline 300)" in Schedule(300, distill_steps=90).describe()
     assert lineage.settings() == [480, 144, 80] and longer.settings() == [480, 144, 80, 480]
     with pytest.raises(ConfigError, match="--distill-steps 0"):
         Schedule(300, distill_steps=0)

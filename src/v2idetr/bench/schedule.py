@@ -66,8 +66,11 @@ class Schedule:
     def describe(self, rows: Sequence[str] = ()) -> str:
         """The schedule in words; ``baseline-2x``'s steps only when it is among ``rows``."""
         twice = f" (baseline-2x: {2 * self.steps})" if "baseline-2x" in rows else ""
-        longer = (f"; students {self.distill_steps} steps from their teacher, validated every "
-                  f"{self._eval_every()} (more than the baseline's)" if self.distill_steps else "")
+        longer = ""
+        if self.distill_steps:
+            before = self.teacher_start + (self.teacher_steps or 0) if self.lineage else self.steps
+            longer = (f"; students {self.distill_steps} steps from their teacher, validated every {self._eval_every()} "
+                      f"({before + self.distill_steps} in all, the baseline {self.steps})")
         if not self.lineage:
             return f"{self.steps} steps per row{twice}; students on top of their teacher's{longer}"
         if longer:
