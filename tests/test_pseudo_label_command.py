@@ -45,7 +45,12 @@ def test_cli_pseudo_label_from_predict_detections_and_train_on_it(tiny_synth, ti
     assert [f.boxes.tolist() for f in after.frames() if f.image_id not in unlabelled] == [
         f.boxes.tolist() for f in before.frames() if f.labelled]
     assert main(["data", "validate", str(out), "--no-decode"]) == 0
-    capsys.readouterr()
+    near = tmp_path / "temporal.json"  # --temporal reaches the rule: a neighbour may confirm, never unlabel
+    assert main(["pseudo-label", str(budget), "--detections", str(preds / "detections.json"), "--out", str(near),
+                 "--score", "0.3", "--ambiguous", "0.1", "--temporal", "2"]) == 0
+    assert "confirmed by a frame at most 2 away" in capsys.readouterr().out
+    assert read_coco_vid(near).num_unlabelled_frames <= after.num_unlabelled_frames
+    assert read_coco_vid(near).info["pseudo_labels"]["temporal"] == 2
     assert main(["data", "stats", str(out), "--no-check-files"]) == 0
     pseudo = sum(1 for f in after.frames() if f.extra.get(PSEUDO_FRAME))
     assert f"pseudo-labelled: {pseudo} of the labelled frames" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import argparse
 import logging
 
 from v2idetr import api
-from v2idetr.argtypes import add_threads_option, out_file, unit_interval
+from v2idetr.argtypes import add_threads_option, non_negative_int, out_file, unit_interval
 from v2idetr.data.commands import add_source_options, write_coco_vid
 from v2idetr.data.load import load_index
 from v2idetr.data.pseudo_labels import DEFAULT_AMBIGUOUS, DEFAULT_SCORE, pseudo_label
@@ -25,7 +25,7 @@ def _pseudo_label(args: argparse.Namespace) -> int:
     if args.checkpoint:
         api.set_threads(args.threads)
         n = api.pseudo_label(args.checkpoint, index, args.out, score=args.score, ambiguous=args.ambiguous,
-                             device=args.device, progress=not args.no_progress)
+                             device=args.device, progress=not args.no_progress, temporal=args.temporal)
     else:
         predictions = read_coco_results(args.detections, index)
         lowest = min((float(p["scores"].min()) for p in predictions.values() if len(p["scores"])), default=0.0)
@@ -34,11 +34,13 @@ def _pseudo_label(args: argparse.Namespace) -> int:
                         "be told from sure ones; write the detections with `predict --score-thresh %s` or lower",
                         args.detections, lowest, args.ambiguous, args.ambiguous)
         labelled, n = pseudo_label(index, predictions, score=args.score, ambiguous=args.ambiguous,
-                                  source=str(args.detections))
+                                  source=str(args.detections), temporal=args.temporal)
         write_coco_vid(labelled, args.labels, args.out)
     print(f"pseudo-labelled {n.labelled} of {n.labelled + n.ambiguous} unlabelled frames with {n.boxes} boxes "
           f"({n.negatives} of them negatives); {n.ambiguous} left unlabelled (a detection scored in "
-          f"[{args.ambiguous}, {args.score})); {n.human} human-labelled frames unchanged")
+          f"[{args.ambiguous}, {args.score})); {n.human} human-labelled frames unchanged"
+          + (f"; {n.confirmed} boxes below --score kept, confirmed by a frame at most {args.temporal} away"
+             if args.temporal else ""))
     print(f"wrote {args.out}")
     return 0
 
@@ -66,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help=f"detections at or above become boxes (default {DEFAULT_SCORE})")
     pl.add_argument("--ambiguous", type=unit_interval, default=DEFAULT_AMBIGUOUS,
                     help=f"a detection in [ambiguous, score) keeps its frame unlabelled (default {DEFAULT_AMBIGUOUS})")
+    pl.add_argument("--temporal", type=non_negative_int, default=0, metavar="R",
+                    help="a detection in [ambiguous, score) that a confident box (a human's, or a detection >= "
+                    "score) of the same class on a frame at most R frames away overlaps (IoU >= 0.5) counts as "
+                    "confident: boxes the frames the teacher is unsure of (default 0: off)")
     pl.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (with --checkpoint)")
     add_threads_option(pl)
     pl.add_argument("--no-progress", action="store_true", help="no progress bar")

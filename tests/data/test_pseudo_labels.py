@@ -65,6 +65,35 @@ def test_equal_thresholds_leave_no_frame_ambiguous():
     assert len(out.frame_by_image_id()[3].boxes) == 1
 
 
+def test_a_confident_neighbour_confirms_an_in_between_detection():
+    """--temporal R: an in-between detection that overlaps a confident box of the same class at most R frames
+    away (a human box or a detection >= score) is kept; another class, a box elsewhere or a neighbour too far
+    away does not confirm it; R = 0 is the plain rule."""
+    predictions = {
+        2: det([[1, 1, 9, 9]], [0.3], [0]),  # next to frame 1's human box (same class): confirmed
+        # frame 4's sure box confirms the first; the second only frame 1's human box, 2 frames away (frame 2's
+        # box is in between too, so it confirms nothing)
+        3: det([[30, 30, 40, 40], [2, 2, 10, 10]], [0.3, 0.35], [0, 0]),
+        4: det([[30, 31, 40, 41], [50, 30, 60, 40]], [0.8, 0.3], [0, 1]),  # frame 5's sure box is of class 0
+        5: det([[50, 30, 60, 40], [31, 30, 41, 40]], [0.9, 0.25], [0, 0]),  # frame 4's sure box confirms the 2nd
+    }
+    plain, n0 = pseudo_label(five_frames(), predictions, score=0.5, ambiguous=0.2)
+    assert n0.ambiguous == 4 and n0.confirmed == 0 and plain.num_unlabelled_frames == 4
+    out, n = pseudo_label(five_frames(), predictions, score=0.5, ambiguous=0.2, temporal=1)
+    frames = out.frame_by_image_id()
+    assert frames[2].labelled and frames[2].boxes.tolist() == [[1, 1, 9, 9]]
+    assert frames[2].box_extra == [{"pseudo_label": True, "score": 0.3}]
+    assert not frames[3].labelled  # R = 1: frame 1 is too far away for its second box
+    assert not frames[4].labelled  # the class-1 box next to frame 5's class-0 box is not confirmed
+    assert frames[5].labelled and len(frames[5].boxes) == 2
+    assert (n.labelled, n.ambiguous, n.confirmed) == (2, 2, 2)
+    assert out.info["pseudo_labels"]["temporal"] == 1 and "temporal" not in plain.info["pseudo_labels"]
+    wider, n2 = pseudo_label(five_frames(), predictions, score=0.5, ambiguous=0.2, temporal=2)
+    assert wider.frame_by_image_id()[3].labelled and n2.ambiguous == 1  # frame 1's human box, 2 frames away
+    with pytest.raises(ConfigError, match="temporal = -1"):
+        pseudo_label(five_frames(), predictions, temporal=-1)
+
+
 @pytest.mark.parametrize(("score", "ambiguous"), [(0.0, 0.0), (0.5, 0.6), (1.5, 0.2), (0.5, -0.1)])
 def test_bad_thresholds_are_refused(score, ambiguous):
     with pytest.raises(ConfigError, match="pseudo-label"):

@@ -32,6 +32,8 @@ class Row:
     # trains on the budget's training file with its teacher's detections as labels on the unlabelled frames
     # (`v2idetr pseudo-label`, written beside the run folder: bench/pseudo_label_data.py)
     pseudo_labels: bool = False
+    # `v2idetr pseudo-label --temporal`: a confident box this many frames away confirms an in-between detection
+    pseudo_temporal: int = 0
 
 
 # the share of each batch that the student-unlabelled rows fill with unlabelled frames (on top of the labelled ones)
@@ -80,6 +82,10 @@ ROWS: dict[str, Row] = {
             "student from the teacher's weights, detection loss on the labelled frames and on the teacher's "
             "pseudo-labels of the unlabelled ones (`v2idetr pseudo-label`: boxes >= 0.5, frames with a detection in "
             "[0.2, 0.5) left out)", pseudo_labels=True),
+        Row("student-pseudo-labels-temporal", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student-pseudo-labels whose teacher's in-between detections (scored in [0.2, 0.5)) count as boxes where a "
+            "confident box at most 2 frames away confirms them (`pseudo-label --temporal 2`)", pseudo_labels=True,
+            pseudo_temporal=2),
         Row("student-pseudo-labels-image-teacher", "distill", "student",
             ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
             "student-pseudo-labels with the image baseline's pseudo-labels instead (self-training), from the same "

@@ -8,7 +8,10 @@ teach it (docs/RESULTS.md, "the teacher's pseudo-labels teach what it sees acros
 frame whose detections are all confident (>= ``score``) or all faint (< ``ambiguous``) becomes
 labelled with the confident ones as its boxes (none: a negative); a frame with any detection in
 between stays unlabelled, because a lesion the teacher is unsure of would otherwise become
-background. Human labels are never changed.
+background. Human labels are never changed. With ``temporal = R`` an in-between detection that a
+confident box on a frame at most R frames away confirms (a human box, or a detection >= ``score``;
+same class, IoU >= ``TEMPORAL_IOU``) counts as confident: the teacher is least sure on the degraded
+frames where its lead lies, and a lesion does not vanish between neighbouring frames.
 
 Every pseudo-label is marked (image ``pseudo_labelled: true``, annotation ``pseudo_label: true`` and
 its ``score``), so a reviewer can find them, and such a file is refused wherever a number is
@@ -21,6 +24,8 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 from v2idetr.data.index import DatasetIndex, FrameRecord
 from v2idetr.errors import ConfigError, DatasetError, Problem
@@ -30,6 +35,7 @@ PSEUDO_FRAME = "pseudo_labelled"
 PSEUDO_BOX = "pseudo_label"
 DEFAULT_SCORE = 0.5
 DEFAULT_AMBIGUOUS = 0.2
+TEMPORAL_IOU = 0.5  # an in-between detection and a neighbour's confident box are the same lesion
 
 # engine.inference.Predictions, restated: the data layer does not import the engine
 Predictions = dict[int, dict[str, np.ndarray]]  # image_id -> boxes (x1y1x2y2 px), scores, labels
@@ -46,6 +52,7 @@ class PseudoLabelCounts:
     boxes: int
     ambiguous: int  # frames left unlabelled: a detection between ``ambiguous`` and ``score``
     human: int  # frames labelled by people, unchanged
+    confirmed: int = 0  # in-between detections kept as boxes because a neighbouring frame confirms them
 
 
 def is_pseudo_labelled(frame: FrameRecord) -> bool:
@@ -69,36 +76,70 @@ def _clipped(boxes: np.ndarray, frame: FrameRecord) -> np.ndarray:
     return out
 
 
+def _confident(frame: FrameRecord, predictions: Predictions, score: float) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's sure boxes and classes: a human's, or the model's detections >= ``score``."""
+    if frame.labelled:
+        return frame.boxes, frame.labels
+    det = predictions.get(frame.image_id, _NO_DETECTIONS)
+    keep = det["scores"] >= score
+    return det["boxes"][keep], det["labels"][keep]
+
+
+def _confirmed(boxes: np.ndarray, labels: np.ndarray, sure: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Which of ``boxes`` overlap a box of the same class among ``sure`` (the neighbours') by >= TEMPORAL_IOU."""
+    found = np.zeros(len(boxes), dtype=bool)
+    for other, other_labels in sure:
+        if len(boxes) and len(other):
+            iou = box_iou(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(other, dtype=torch.float32))
+            same = labels[:, None] == np.asarray(other_labels)[None, :]
+            found |= ((iou.numpy() >= TEMPORAL_IOU) & same).any(1)
+    return found
+
+
 def pseudo_label(index: DatasetIndex, predictions: Predictions, score: float = DEFAULT_SCORE,
-                 ambiguous: float = DEFAULT_AMBIGUOUS, source: str = "") -> tuple[DatasetIndex, PseudoLabelCounts]:
+                 ambiguous: float = DEFAULT_AMBIGUOUS, source: str = "",
+                 temporal: int = 0) -> tuple[DatasetIndex, PseudoLabelCounts]:
     """A deep copy of ``index`` whose unlabelled frames carry ``predictions`` as labels (module
     docstring); ``predictions`` holds contiguous class indices, as ``read_coco_results`` returns.
-    ``source`` (the model or the detections file) is recorded in the file's ``pseudo_labels`` entry."""
+    ``source`` (the model or the detections file) is recorded in the file's ``pseudo_labels`` entry;
+    ``temporal``: how many frames away a confident box may confirm an in-between detection (0: none)."""
     _check_thresholds(score, ambiguous)
+    if temporal < 0:
+        raise ConfigError(f"pseudo-label temporal = {temporal}: expected >= 0 frames (0: no neighbour confirms)")
     out = copy.deepcopy(index)
-    out.info = {**out.info, "pseudo_labels": {"source": source, "score": score, "ambiguous": ambiguous}}
-    labelled = negatives = boxes = amb = human = 0
-    for frame in out.frames():
-        if frame.labelled:
-            human += 1
-            continue
-        det = predictions.get(frame.image_id, _NO_DETECTIONS)
-        scores = det["scores"]
-        if ((scores >= ambiguous) & (scores < score)).any():
-            amb += 1
-            continue
-        keep = scores >= score
-        xyxy = _clipped(det["boxes"][keep], frame)
-        sane = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # not flattened by the clipping
-        frame.labelled = True
-        frame.boxes = xyxy[sane]
-        frame.labels = det["labels"][keep][sane].astype(np.int64)
-        frame.box_extra = [{PSEUDO_BOX: True, "score": round(float(s), 4)} for s in scores[keep][sane]]
-        frame.extra[PSEUDO_FRAME] = True
-        labelled += 1
-        negatives += int(len(frame.boxes) == 0)
-        boxes += len(frame.boxes)
-    return out, PseudoLabelCounts(labelled, negatives, boxes, amb, human)
+    out.info = {**out.info, "pseudo_labels": {"source": source, "score": score, "ambiguous": ambiguous,
+                                              **({"temporal": temporal} if temporal else {})}}
+    labelled = negatives = boxes = amb = human = confirmed = 0
+    for video in out.videos:
+        # the neighbours' sure boxes, read before this video's frames get pseudo-labels
+        sure = [_confident(f, predictions, score) for f in video.frames]
+        for i, frame in enumerate(video.frames):
+            if frame.labelled:
+                human += 1
+                continue
+            det = predictions.get(frame.image_id, _NO_DETECTIONS)
+            scores = det["scores"]
+            keep = scores >= score
+            between = (scores >= ambiguous) & ~keep
+            if temporal and between.any():
+                near = sure[max(0, i - temporal):i] + sure[i + 1:i + 1 + temporal]
+                backed = between & _confirmed(det["boxes"], det["labels"], near)
+                keep, between = keep | backed, between & ~backed
+            if between.any():
+                amb += 1
+                continue
+            confirmed += int((keep & (scores < score)).sum())
+            xyxy = _clipped(det["boxes"][keep], frame)
+            sane = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # not flattened by the clipping
+            frame.labelled = True
+            frame.boxes = xyxy[sane]
+            frame.labels = det["labels"][keep][sane].astype(np.int64)
+            frame.box_extra = [{PSEUDO_BOX: True, "score": round(float(s), 4)} for s in scores[keep][sane]]
+            frame.extra[PSEUDO_FRAME] = True
+            labelled += 1
+            negatives += int(len(frame.boxes) == 0)
+            boxes += len(frame.boxes)
+    return out, PseudoLabelCounts(labelled, negatives, boxes, amb, human, confirmed)
 
 
 def reject_pseudo_labels(index: DatasetIndex, role: str) -> None:
