@@ -25,8 +25,8 @@ class Schedule:
     and train ``teacher_steps``, students train ``student_steps`` from their teacher, so every
     single-frame row has had ``steps`` optimiser steps. ``distill_steps`` trains every distillation
     row that many steps from its teacher instead, validated at each third of them (the best kept):
-    students that learn from new labels (pseudo-labels) need more steps than a lineage's tail, and
-    then have had more steps than the baseline."""
+    students that learn from new labels (pseudo-labels) need more steps than a lineage's tail (then
+    they have had more steps in all than the baseline: ``describe`` says how many)."""
 
     steps: int
     teacher_steps: int | None = None
