@@ -123,6 +123,9 @@ def test_overrides_after_rows_are_overrides_not_rows(monkeypatch, tmp_path: Path
                  "data.batch_size=4"]) == 0
     assert seen["rows"] == ["baseline", "teacher"]
     assert seen["overrides"] == ["train.lr=1e-3", "data.batch_size=4"]
+    assert seen["distill_steps"] is None
+    assert main(["bench", "accuracy", "--out", str(tmp_path), "--distill-steps", "48"]) == 0
+    assert seen["distill_steps"] == 48
 
 
 def test_label_budget_rows(tmp_path: Path) -> None:
