@@ -87,13 +87,12 @@ def _confident(frame: FrameRecord, predictions: Predictions, score: float) -> tu
 
 def _confirmed(boxes: np.ndarray, labels: np.ndarray, sure: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Which of ``boxes`` overlap a box of the same class among ``sure`` (the neighbours') by >= TEMPORAL_IOU."""
-    found = np.zeros(len(boxes), dtype=bool)
-    for other, other_labels in sure:
-        if len(boxes) and len(other):
-            iou = box_iou(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(other, dtype=torch.float32))
-            same = labels[:, None] == np.asarray(other_labels)[None, :]
-            found |= ((iou.numpy() >= TEMPORAL_IOU) & same).any(1)
-    return found
+    other = np.concatenate([b for b, _ in sure]).reshape(-1, 4) if sure else np.zeros((0, 4), np.float32)
+    if not len(boxes) or not len(other):
+        return np.zeros(len(boxes), dtype=bool)
+    other_labels = np.concatenate([np.asarray(c) for _, c in sure])
+    iou = box_iou(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(other, dtype=torch.float32)).numpy()
+    return ((iou >= TEMPORAL_IOU) & (labels[:, None] == other_labels[None, :])).any(1)
 
 
 def pseudo_label(index: DatasetIndex, predictions: Predictions, score: float = DEFAULT_SCORE,
@@ -112,7 +111,7 @@ def pseudo_label(index: DatasetIndex, predictions: Predictions, score: float = D
     labelled = negatives = boxes = amb = human = confirmed = 0
     for video in out.videos:
         # the neighbours' sure boxes, read before this video's frames get pseudo-labels
-        sure = [_confident(f, predictions, score) for f in video.frames]
+        sure = [_confident(f, predictions, score) for f in video.frames] if temporal else []
         for i, frame in enumerate(video.frames):
             if frame.labelled:
                 human += 1
