@@ -51,6 +51,12 @@ def test_cli_pseudo_label_from_predict_detections_and_train_on_it(tiny_synth, ti
     assert "confirmed by a frame at most 2 away" in capsys.readouterr().out
     assert read_coco_vid(near).num_unlabelled_frames <= after.num_unlabelled_frames
     assert read_coco_vid(near).info["pseudo_labels"]["temporal"] == 2
+    bridged = tmp_path / "interpolated.json"  # --interpolate reaches the rule: it adds boxes, never unlabels
+    assert main(["pseudo-label", str(budget), "--detections", str(preds / "detections.json"), "--out", str(bridged),
+                 "--score", "0.3", "--ambiguous", "0.1", "--interpolate", "3"]) == 0
+    assert "interpolated between sure boxes at most 3 frames" in capsys.readouterr().out
+    assert read_coco_vid(bridged).num_unlabelled_frames <= after.num_unlabelled_frames
+    assert read_coco_vid(bridged).info["pseudo_labels"]["interpolate"] == 3
     assert main(["data", "stats", str(out), "--no-check-files"]) == 0
     pseudo = sum(1 for f in after.frames() if f.extra.get(PSEUDO_FRAME))
     assert f"pseudo-labelled: {pseudo} of the labelled frames" in capsys.readouterr().out

@@ -352,12 +352,14 @@ def pseudo_label(
     batch_size: int | None = None,
     progress: bool = True,
     temporal: int = 0,
+    interpolate: int = 0,
 ) -> PseudoLabelCounts:
     """Write ``data`` to ``out`` (COCO-VID, atomically) with ``checkpoint``'s detections as labels on its
     unlabelled frames (`data.pseudo_labels`). A video teacher sees each frame's clip, as in `evaluate`;
     duplicates go by its protocol's NMS first, as in ``v2idetr predict``. ``data``: a path read with the
     checkpoint's data options, or an index already read. ``temporal``: a confident box this many frames
-    away confirms an in-between detection (`data.pseudo_labels`)."""
+    away confirms an in-between detection; ``interpolate``: a lesion sure boxes show at most this many frames
+    before and after gets a box between them (both `data.pseudo_labels`)."""
     model, cfg, meta = load_model(checkpoint, device=device)
     index = data if isinstance(data, DatasetIndex) else load_dataset(cfg, data, "train")
     _check_checkpoint_classes(index, meta, index.source)
@@ -369,7 +371,8 @@ def pseudo_label(
     kept = {i: {k: v[select_detections(p["boxes"], p["scores"], 0.0, nms_iou)] for k, v in p.items()}
             for i, p in raw.items()}
     labelled, counts = pseudo_labels.pseudo_label(index, kept, score=score, ambiguous=ambiguous,
-                                                   source=str(checkpoint), temporal=temporal)
+                                                   source=str(checkpoint), temporal=temporal,
+                                                   interpolate=interpolate)
     write_coco_vid(labelled, index.source, str(out))
     return counts
 

@@ -25,7 +25,8 @@ def _pseudo_label(args: argparse.Namespace) -> int:
     if args.checkpoint:
         api.set_threads(args.threads)
         n = api.pseudo_label(args.checkpoint, index, args.out, score=args.score, ambiguous=args.ambiguous,
-                             device=args.device, progress=not args.no_progress, temporal=args.temporal)
+                             device=args.device, progress=not args.no_progress, temporal=args.temporal,
+                             interpolate=args.interpolate)
     else:
         predictions = read_coco_results(args.detections, index)
         lowest = min((float(p["scores"].min()) for p in predictions.values() if len(p["scores"])), default=0.0)
@@ -34,13 +35,15 @@ def _pseudo_label(args: argparse.Namespace) -> int:
                         "be told from sure ones; write the detections with `predict --score-thresh %s` or lower",
                         args.detections, lowest, args.ambiguous, args.ambiguous)
         labelled, n = pseudo_label(index, predictions, score=args.score, ambiguous=args.ambiguous,
-                                  source=str(args.detections), temporal=args.temporal)
+                                  source=str(args.detections), temporal=args.temporal, interpolate=args.interpolate)
         write_coco_vid(labelled, args.labels, args.out)
     print(f"pseudo-labelled {n.labelled} of {n.labelled + n.ambiguous} unlabelled frames with {n.boxes} boxes "
           f"({n.negatives} of them negatives); {n.ambiguous} left unlabelled (a detection scored in "
           f"[{args.ambiguous}, {args.score})); {n.human} human-labelled frames unchanged"
           + (f"; {n.confirmed} boxes below --score kept, confirmed by a frame at most {args.temporal} away"
-             if args.temporal else ""))
+             if args.temporal else "")
+          + (f"; {n.interpolated} boxes interpolated between sure boxes at most {args.interpolate} frames before "
+             "and after" if args.interpolate else ""))
     print(f"wrote {args.out}")
     return 0
 
@@ -53,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Each unlabelled frame whose detections are all >= --score or all < --ambiguous becomes labelled, "
             "the confident detections as its boxes (none: a negative); a frame with a detection in between "
             "stays unlabelled. Human labels are kept. Pseudo-labels are marked ('pseudo_labelled' on the image, "
-            "'pseudo_label' and 'score' on the box) and refused as validation or test data. With --detections "
+            "'pseudo_label' and 'score', or 'interpolated', on the box) and refused as validation or test data. With --detections "
             "(from `v2idetr predict LABELS --checkpoint TEACHER --score-thresh 0.05`) keep the faint detections, "
             "or every frame looks sure. OUT is COCO-VID, frame paths relative to its folder, written atomically."
         ),
@@ -72,6 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="a detection in [ambiguous, score) that a confident box (a human's, or a detection >= "
                     "score) of the same class on a frame at most R frames away overlaps (IoU >= 0.5) counts as "
                     "confident: boxes the frames the teacher is unsure of (default 0: off)")
+    pl.add_argument("--interpolate", type=non_negative_int, default=0, metavar="G",
+                    help="a lesion that sure boxes (a human's, or detections >= score; same class, overlapping) show "
+                    "on the nearest sure frame before and after, each at most G frames away, gets the interpolated "
+                    "box on the frames between, even where the teacher missed it; a human's negative frame stops "
+                    "it (default 0: off)")
     pl.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (with --checkpoint)")
     add_threads_option(pl)
     pl.add_argument("--no-progress", action="store_true", help="no progress bar")

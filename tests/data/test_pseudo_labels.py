@@ -94,6 +94,43 @@ def test_a_confident_neighbour_confirms_an_in_between_detection():
         pseudo_label(five_frames(), predictions, temporal=-1)
 
 
+def test_a_lesion_sure_on_both_sides_is_interpolated_where_the_teacher_missed_it():
+    """--interpolate G: a lesion that sure boxes (a human's or detections >= score, same class, overlapping) show
+    on the nearest sure frame before and after, each at most G away, gets the interpolated box on the frame
+    between; an in-between detection on it keeps its own box; a human's negative frame stops the search."""
+    predictions = {
+        3: det([[2, 1, 10, 9]], [0.9], [0]),  # frame 2 (nothing detected) lies between it and frame 1's human box
+        4: det([[3, 1, 11, 9]], [0.3], [0]),  # in between, on the lesion that frames 3 and 5 show
+        5: det([[4, 1, 12, 9], [40, 30, 50, 40]], [0.8, 0.9], [0, 1]),  # the second: no partner on frame 3
+    }
+    plain, n0 = pseudo_label(five_frames(), predictions, score=0.5, ambiguous=0.2)
+    assert plain.frame_by_image_id()[2].is_negative and n0.ambiguous == 1 and n0.interpolated == 0
+    out, n = pseudo_label(five_frames(), predictions, score=0.5, ambiguous=0.2, interpolate=1)
+    frames = out.frame_by_image_id()
+    np.testing.assert_allclose(frames[2].boxes, [[1.5, 1, 9.5, 9]])  # halfway between frames 1 and 3
+    assert frames[2].box_extra == [{"pseudo_label": True, "interpolated": True}] and frames[2].labels.tolist() == [0]
+    assert frames[4].boxes.tolist() == [[3, 1, 11, 9]] and frames[4].box_extra == [{"pseudo_label": True, "score": 0.3}]
+    assert (n.labelled, n.ambiguous, n.interpolated, n.confirmed) == (4, 0, 1, 1)
+    assert out.info["pseudo_labels"]["interpolate"] == 1 and "interpolate" not in plain.info["pseudo_labels"]
+
+    gap = {2: det([[1, 1, 13, 9]], [0.9], [0]), 5: det([[4, 1, 16, 9]], [0.9], [0])}  # frames 3 and 4 missed
+    near, _ = pseudo_label(five_frames(), gap, interpolate=1)
+    assert near.frame_by_image_id()[3].is_negative  # frame 5 is 2 frames away
+    far, n2 = pseudo_label(five_frames(), gap, interpolate=2)
+    np.testing.assert_allclose(far.frame_by_image_id()[3].boxes, [[2, 1, 14, 9]], rtol=1e-6)
+    np.testing.assert_allclose(far.frame_by_image_id()[4].boxes, [[3, 1, 15, 9]], rtol=1e-6)
+    assert n2.interpolated == 2
+    other_class = {**gap, 5: det([[4, 1, 16, 9]], [0.9], [1])}
+    assert pseudo_label(five_frames(), other_class, interpolate=2)[1].interpolated == 0
+
+    stopped = five_frames()
+    stopped.videos[0].frames[2].labelled = True  # frame 3: a person saw no lesion there
+    out, n3 = pseudo_label(stopped, gap, interpolate=2)
+    assert out.frame_by_image_id()[4].is_negative and n3.interpolated == 0
+    with pytest.raises(ConfigError, match="interpolate = -1"):
+        pseudo_label(five_frames(), predictions, interpolate=-1)
+
+
 @pytest.mark.parametrize(("score", "ambiguous"), [(0.0, 0.0), (0.5, 0.6), (1.5, 0.2), (0.5, -0.1)])
 def test_bad_thresholds_are_refused(score, ambiguous):
     with pytest.raises(ConfigError, match="pseudo-label"):

@@ -161,7 +161,7 @@ def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule
     if row.pseudo_labels:
         train = pseudo_label_training_file(run_of(row.name), run_of(row.teacher) / "best.ckpt", train,
                                            splits.unlabelled if row.archive else None, resume, progress,
-                                           row.pseudo_temporal)
+                                           row.pseudo_temporal, row.pseudo_interpolate)
     overrides = [f"data.train={train}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
                  *row.overrides, *schedule.overrides(row, run_of("baseline"))]
     if row.start == "teacher":

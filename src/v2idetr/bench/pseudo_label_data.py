@@ -13,26 +13,26 @@ from v2idetr.data.load import load_index
 from v2idetr.data.merge import merge_indexes
 
 
-def _pseudo_labelled(teacher: Path, data: Path, out: Path, resume: bool, progress: bool, temporal: int) -> Path:
+def _pseudo_labelled(teacher: Path, data: Path, out: Path, resume: bool, progress: bool, rules: dict[str, int]) -> Path:
     if not (resume and out.is_file()):
         out.parent.mkdir(parents=True, exist_ok=True)
-        api.pseudo_label(teacher, data, out, progress=progress, temporal=temporal)
+        api.pseudo_label(teacher, data, out, progress=progress, **rules)
     return out
 
 
 def pseudo_label_training_file(run: Path, teacher: Path, train: Path, archive: Path | None, resume: bool = False,
-                               progress: bool = True, temporal: int = 0) -> Path:
+                               progress: bool = True, temporal: int = 0, interpolate: int = 0) -> Path:
     """The file a pseudo-label row trains on (module docstring); ``archive``: the archive row's videos
     nobody labelled, else None. A fully labelled ``train`` is taken as it is (no frame to label);
-    ``temporal``: `pseudo-label --temporal`."""
-    labels = train
+    ``temporal``, ``interpolate``: `pseudo-label --temporal`, `--interpolate`."""
+    labels, rules = train, {"temporal": temporal, "interpolate": interpolate}
     if load_index(train).num_unlabelled_frames:
         labels = _pseudo_labelled(teacher, train, run.with_name(f"{run.name}-pseudo-labels.json"), resume, progress,
-                                  temporal)
+                                  rules)
     if archive is None:
         return labels
     boxed = _pseudo_labelled(teacher, archive, run.with_name(f"{run.name}-archive-pseudo-labels.json"), resume,
-                             progress, temporal)
+                             progress, rules)
     merged = run.with_name(f"{run.name}-train-and-archive.json")
     write_coco_vid(merge_indexes([load_index(labels), load_index(boxed)]), str(labels), str(merged))
     return merged

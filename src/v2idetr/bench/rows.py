@@ -34,10 +34,15 @@ class Row:
     pseudo_labels: bool = False
     # `v2idetr pseudo-label --temporal`: a confident box this many frames away confirms an in-between detection
     pseudo_temporal: int = 0
+    # `v2idetr pseudo-label --interpolate`: a lesion sure this many frames before and after gets a box between
+    pseudo_interpolate: int = 0
 
 
 # the share of each batch that the student-unlabelled rows fill with unlabelled frames (on top of the labelled ones)
 UNLABELLED = ("distill.unlabelled=0.5",)
+# the -interpolated rows' `pseudo-label --interpolate G`: at one labelled frame in 10, most gaps in the teacher's
+# sure boxes are shorter (docs/RESULTS.md, "true labels on an archive")
+INTERPOLATE = 4
 
 
 ROWS: dict[str, Row] = {
@@ -86,6 +91,10 @@ ROWS: dict[str, Row] = {
             "student-pseudo-labels whose teacher's in-between detections (scored in [0.2, 0.5)) count as boxes where a "
             "confident box at most 2 frames away confirms them (`pseudo-label --temporal 2`)", pseudo_labels=True,
             pseudo_temporal=2),
+        Row("student-pseudo-labels-interpolated", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            f"student-pseudo-labels where a lesion that sure boxes show at most {INTERPOLATE} frames before and after gets the "
+            "interpolated box on the frames between, even where the teacher missed it (`pseudo-label --interpolate "
+            f"{INTERPOLATE}`)", pseudo_labels=True, pseudo_interpolate=INTERPOLATE),
         Row("student-pseudo-labels-image-teacher", "distill", "student",
             ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
             "student-pseudo-labels with the image baseline's pseudo-labels instead (self-training), from the same "
@@ -99,6 +108,9 @@ ROWS: dict[str, Row] = {
         Row("student-archive-pseudo-labels", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
             "student-pseudo-labels with the archive's videos too, pseudo-labelled by the video teacher alike "
             "(`data merge`)", pseudo_labels=True, archive=True),
+        Row("student-archive-pseudo-labels-interpolated", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            f"student-archive-pseudo-labels with `pseudo-label --interpolate {INTERPOLATE}` (as "
+            "student-pseudo-labels-interpolated)", pseudo_labels=True, archive=True, pseudo_interpolate=INTERPOLATE),
         Row("student-archive-pseudo-labels-image-teacher", "distill", "student",
             ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
             "student-archive-pseudo-labels with the image baseline's pseudo-labels (self-training on the archive), "

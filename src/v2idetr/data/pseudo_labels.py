@@ -11,7 +11,14 @@ between stays unlabelled, because a lesion the teacher is unsure of would otherw
 background. Human labels are never changed. With ``temporal = R`` an in-between detection that a
 confident box on a frame at most R frames away confirms (a human box, or a detection >= ``score``;
 same class, IoU >= ``TEMPORAL_IOU``) counts as confident: the teacher is least sure on the degraded
-frames where its lead lies, and a lesion does not vanish between neighbouring frames.
+frames where its lead lies, and a lesion does not vanish between neighbouring frames. With
+``interpolate = G`` a lesion that sure boxes show on both sides of a frame (on the nearest frame
+before and after it that a person labelled or that holds a sure box, each at most G away; same
+class, the two boxes overlapping by IoU >= ``TEMPORAL_IOU``) gets a box there even where the teacher
+missed it or was unsure, linearly interpolated between the two (an in-between detection on it keeps
+its own box): a single-frame student learns most from the degraded frames, which the teacher's
+scores leave out (docs/RESULTS.md, "true labels on an archive"). A person's negative frame stops
+the search: it says the lesion is not there.
 
 Every pseudo-label is marked (image ``pseudo_labelled: true``, annotation ``pseudo_label: true`` and
 its ``score``), so a reviewer can find them, and such a file is refused wherever a number is
@@ -33,6 +40,7 @@ from v2idetr.errors import ConfigError, DatasetError, Problem
 # FrameRecord.extra key of a frame whose boxes came from a model, and the annotations' marker
 PSEUDO_FRAME = "pseudo_labelled"
 PSEUDO_BOX = "pseudo_label"
+INTERPOLATED_BOX = "interpolated"  # a pseudo-label box between sure boxes on both sides, no detection of its own
 DEFAULT_SCORE = 0.5
 DEFAULT_AMBIGUOUS = 0.2
 TEMPORAL_IOU = 0.5  # an in-between detection and a neighbour's confident box are the same lesion
@@ -53,6 +61,7 @@ class PseudoLabelCounts:
     ambiguous: int  # frames left unlabelled: a detection between ``ambiguous`` and ``score``
     human: int  # frames labelled by people, unchanged
     confirmed: int = 0  # in-between detections kept as boxes because a neighbouring frame confirms them
+    interpolated: int = 0  # boxes interpolated between sure boxes on both sides (no detection of their own)
 
 
 def is_pseudo_labelled(frame: FrameRecord) -> bool:
@@ -85,33 +94,65 @@ def _confident(frame: FrameRecord, predictions: Predictions, score: float) -> tu
     return det["boxes"][keep], det["labels"][keep]
 
 
-def _confirmed(boxes: np.ndarray, labels: np.ndarray, sure: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Which of ``boxes`` overlap a box of the same class among ``sure`` (the neighbours') by >= TEMPORAL_IOU."""
-    other = np.concatenate([b for b, _ in sure]).reshape(-1, 4) if sure else np.zeros((0, 4), np.float32)
+def _overlapping(boxes: np.ndarray, labels: np.ndarray, other: np.ndarray, other_labels: np.ndarray) -> np.ndarray:
+    """For each of ``boxes``, whether one of ``other`` of the same class overlaps it by >= TEMPORAL_IOU."""
     if not len(boxes) or not len(other):
         return np.zeros(len(boxes), dtype=bool)
-    other_labels = np.concatenate([np.asarray(c) for _, c in sure])
     iou = box_iou(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(other, dtype=torch.float32)).numpy()
-    return ((iou >= TEMPORAL_IOU) & (labels[:, None] == other_labels[None, :])).any(1)
+    return ((iou >= TEMPORAL_IOU) & (np.asarray(labels)[:, None] == np.asarray(other_labels)[None, :])).any(1)
+
+
+def _confirmed(boxes: np.ndarray, labels: np.ndarray, sure: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Which of ``boxes`` overlap a box of the same class among ``sure`` (the neighbours') by >= TEMPORAL_IOU."""
+    if not sure:
+        return np.zeros(len(boxes), dtype=bool)
+    return _overlapping(boxes, labels, np.concatenate([b for b, _ in sure]).reshape(-1, 4),
+                        np.concatenate([np.asarray(c) for _, c in sure]))
+
+
+def _bracketing(human: list[bool], sure: list[tuple[np.ndarray, np.ndarray]], i: int,
+                gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes and classes of the lesions that sure boxes show on both sides of frame ``i`` of a video
+    (module docstring), interpolated to it; none where a side has no sure frame within ``gap``.
+    ``human``: which of the video's frames a person labelled; ``sure``: each frame's sure boxes."""
+    ends = []
+    for step in (-1, 1):
+        near = next((j for j in range(i + step, i + step * (gap + 1), step)
+                     if 0 <= j < len(human) and (human[j] or len(sure[j][0]))), None)
+        if near is None or not len(sure[near][0]):  # none near, or a person's negative frame
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        ends.append(near)
+    (a, b), ((before, classes), (after, after_classes)) = ends, (sure[ends[0]], sure[ends[1]])
+    iou = box_iou(torch.as_tensor(before, dtype=torch.float32), torch.as_tensor(after, dtype=torch.float32)).numpy()
+    iou[np.asarray(classes)[:, None] != np.asarray(after_classes)[None, :]] = 0.0
+    pairs = [(p, int(iou[p].argmax())) for p in range(len(before)) if iou[p].max() >= TEMPORAL_IOU]
+    w = (i - a) / (b - a)
+    boxes = np.array([before[p] + (after[n] - before[p]) * w for p, n in pairs], np.float32).reshape(-1, 4)
+    return boxes, np.array([classes[p] for p, _ in pairs], np.int64)
 
 
 def pseudo_label(index: DatasetIndex, predictions: Predictions, score: float = DEFAULT_SCORE,
                  ambiguous: float = DEFAULT_AMBIGUOUS, source: str = "",
-                 temporal: int = 0) -> tuple[DatasetIndex, PseudoLabelCounts]:
+                 temporal: int = 0, interpolate: int = 0) -> tuple[DatasetIndex, PseudoLabelCounts]:
     """A deep copy of ``index`` whose unlabelled frames carry ``predictions`` as labels (module
     docstring); ``predictions`` holds contiguous class indices, as ``read_coco_results`` returns.
     ``source`` (the model or the detections file) is recorded in the file's ``pseudo_labels`` entry;
-    ``temporal``: how many frames away a confident box may confirm an in-between detection (0: none)."""
+    ``temporal``: how many frames away a confident box may confirm an in-between detection (0: none);
+    ``interpolate``: how far away the sure boxes a missed lesion is interpolated between may be (0: none)."""
     _check_thresholds(score, ambiguous)
     if temporal < 0:
         raise ConfigError(f"pseudo-label temporal = {temporal}: expected >= 0 frames (0: no neighbour confirms)")
+    if interpolate < 0:
+        raise ConfigError(f"pseudo-label interpolate = {interpolate}: expected >= 0 frames (0: no box interpolated)")
     out = copy.deepcopy(index)
     out.info = {**out.info, "pseudo_labels": {"source": source, "score": score, "ambiguous": ambiguous,
-                                              **({"temporal": temporal} if temporal else {})}}
-    labelled = negatives = boxes = amb = human = confirmed = 0
+                                              **({"temporal": temporal} if temporal else {}),
+                                              **({"interpolate": interpolate} if interpolate else {})}}
+    labelled = negatives = boxes = amb = human = confirmed = interpolated = 0
     for video in out.videos:
         # the neighbours' sure boxes, read before this video's frames get pseudo-labels
-        sure = [_confident(f, predictions, score) for f in video.frames] if temporal else []
+        sure = [_confident(f, predictions, score) for f in video.frames] if temporal or interpolate else []
+        human_frames = [f.labelled for f in video.frames]
         for i, frame in enumerate(video.frames):
             if frame.labelled:
                 human += 1
@@ -124,21 +165,33 @@ def pseudo_label(index: DatasetIndex, predictions: Predictions, score: float = D
                 near = sure[max(0, i - temporal):i] + sure[i + 1:i + 1 + temporal]
                 backed = between & _confirmed(det["boxes"], det["labels"], near)
                 keep, between = keep | backed, between & ~backed
+            added, added_labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+            if interpolate:
+                added, added_labels = _bracketing(human_frames, sure, i, interpolate)
+                added_keep = ~_overlapping(added, added_labels, det["boxes"][keep], det["labels"][keep])
+                added, added_labels = added[added_keep], added_labels[added_keep]
+                backed = between & _overlapping(det["boxes"], det["labels"], added, added_labels)
+                keep, between = keep | backed, between & ~backed
+                own = ~_overlapping(added, added_labels, det["boxes"][backed], det["labels"][backed])
+                added, added_labels = added[own], added_labels[own]
             if between.any():
                 amb += 1
                 continue
             confirmed += int((keep & (scores < score)).sum())
-            xyxy = _clipped(det["boxes"][keep], frame)
+            xyxy = _clipped(np.concatenate([det["boxes"][keep].reshape(-1, 4), added]), frame)
             sane = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # not flattened by the clipping
+            extra = ([{PSEUDO_BOX: True, "score": round(float(s), 4)} for s in scores[keep]]
+                     + [{PSEUDO_BOX: True, INTERPOLATED_BOX: True} for _ in added])
+            interpolated += int(sane[int(keep.sum()):].sum())
             frame.labelled = True
             frame.boxes = xyxy[sane]
-            frame.labels = det["labels"][keep][sane].astype(np.int64)
-            frame.box_extra = [{PSEUDO_BOX: True, "score": round(float(s), 4)} for s in scores[keep][sane]]
+            frame.labels = np.concatenate([det["labels"][keep], added_labels])[sane].astype(np.int64)
+            frame.box_extra = [e for e, ok in zip(extra, sane, strict=True) if ok]
             frame.extra[PSEUDO_FRAME] = True
             labelled += 1
             negatives += int(len(frame.boxes) == 0)
             boxes += len(frame.boxes)
-    return out, PseudoLabelCounts(labelled, negatives, boxes, amb, human, confirmed)
+    return out, PseudoLabelCounts(labelled, negatives, boxes, amb, human, confirmed, interpolated)
 
 
 def reject_pseudo_labels(index: DatasetIndex, role: str) -> None:
