@@ -40,8 +40,8 @@ class Row:
 
 # the share of each batch that the student-unlabelled rows fill with unlabelled frames (on top of the labelled ones)
 UNLABELLED = ("distill.unlabelled=0.5",)
-# the -interpolated rows' `pseudo-label --interpolate G`: at one labelled frame in 10, most gaps in the teacher's
-# sure boxes are shorter (docs/RESULTS.md, "true labels on an archive")
+# the -interpolated rows' `pseudo-label --interpolate G`: G = 2, 4 and 8 label about as many frames (one labelled
+# frame in 10, docs/RESULTS.md, "an archive of 200 videos, with its true labels and with the teacher's")
 INTERPOLATE = 4
 
 

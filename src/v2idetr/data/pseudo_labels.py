@@ -16,13 +16,15 @@ frames where its lead lies, and a lesion does not vanish between neighbouring fr
 before and after it that a person labelled or that holds a sure box, each at most G away; same
 class, the two boxes overlapping by IoU >= ``TEMPORAL_IOU``) gets a box there even where the teacher
 missed it or was unsure, linearly interpolated between the two (an in-between detection on it keeps
-its own box): a single-frame student learns most from the degraded frames, which the teacher's
-scores leave out (docs/RESULTS.md, "true labels on an archive"). A person's negative frame stops
-the search: it says the lesion is not there.
+its own box): the frames the teacher misses or is unsure of are mostly the degraded ones, where
+a single-frame student needs the boxes most (docs/RESULTS.md, "an archive of 200 videos, with its
+true labels and with the teacher's"). A person's negative frame stops the search: it says the
+lesion is not there.
 
 Every pseudo-label is marked (image ``pseudo_labelled: true``, annotation ``pseudo_label: true`` and
-its ``score``), so a reviewer can find them, and such a file is refused wherever a number is
-reported or a checkpoint chosen (``reject_pseudo_labels``): metrics rest on human labels only.
+its ``score``, or ``interpolated: true``), so a reviewer can find them, and such a file is refused
+wherever a number is reported or a checkpoint chosen (``reject_pseudo_labels``): metrics rest on
+human labels only.
 """
 
 from __future__ import annotations
