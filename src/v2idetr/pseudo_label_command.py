@@ -56,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Each unlabelled frame whose detections are all >= --score or all < --ambiguous becomes labelled, "
             "the confident detections as its boxes (none: a negative); a frame with a detection in between "
             "stays unlabelled. Human labels are kept. Pseudo-labels are marked ('pseudo_labelled' on the image, "
-            "'pseudo_label' and 'score', or 'interpolated', on the box) and refused as validation or test data. With --detections "
-            "(from `v2idetr predict LABELS --checkpoint TEACHER --score-thresh 0.05`) keep the faint detections, "
+            "'pseudo_label' and 'score', or 'interpolated', on the box) and refused as validation or test data. "
+            "With --detections (from `v2idetr predict LABELS --checkpoint TEACHER --score-thresh 0.05`) keep the "
+            "faint detections, "
             "or every frame looks sure. OUT is COCO-VID, frame paths relative to its folder, written atomically."
         ),
     )

@@ -13,7 +13,8 @@ from v2idetr.data.load import load_index
 from v2idetr.data.merge import merge_indexes
 
 
-def _pseudo_labelled(teacher: Path, data: Path, out: Path, resume: bool, progress: bool, rules: dict[str, int]) -> Path:
+def _pseudo_labelled(teacher: Path, data: Path, out: Path, resume: bool, progress: bool,
+                     rules: dict[str, int]) -> Path:
     if not (resume and out.is_file()):
         out.parent.mkdir(parents=True, exist_ok=True)
         api.pseudo_label(teacher, data, out, progress=progress, **rules)

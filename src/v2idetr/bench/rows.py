@@ -92,9 +92,9 @@ ROWS: dict[str, Row] = {
             "confident box at most 2 frames away confirms them (`pseudo-label --temporal 2`)", pseudo_labels=True,
             pseudo_temporal=2),
         Row("student-pseudo-labels-interpolated", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
-            f"student-pseudo-labels where a lesion that sure boxes show at most {INTERPOLATE} frames before and after gets the "
-            "interpolated box on the frames between, even where the teacher missed it (`pseudo-label --interpolate "
-            f"{INTERPOLATE}`)", pseudo_labels=True, pseudo_interpolate=INTERPOLATE),
+            f"student-pseudo-labels where a lesion that sure boxes show at most {INTERPOLATE} frames before and "
+            "after gets the interpolated box on the frames between, even where the teacher missed it (`pseudo-label "
+            f"--interpolate {INTERPOLATE}`)", pseudo_labels=True, pseudo_interpolate=INTERPOLATE),
         Row("student-pseudo-labels-image-teacher", "distill", "student",
             ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
             "student-pseudo-labels with the image baseline's pseudo-labels instead (self-training), from the same "
