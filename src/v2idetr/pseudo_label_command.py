@@ -58,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "stays unlabelled. Human labels are kept. Pseudo-labels are marked ('pseudo_labelled' on the image, "
             "'pseudo_label' and 'score', or 'interpolated', on the box) and refused as validation or test data. "
             "With --detections (from `v2idetr predict LABELS --checkpoint TEACHER --score-thresh 0.05`) keep the "
-            "faint detections, "
-            "or every frame looks sure. OUT is COCO-VID, frame paths relative to its folder, written atomically."
+            "faint detections, or every frame looks sure. OUT is COCO-VID, frame paths relative to its folder, "
+            "written atomically."
         ),
     )
     pl.add_argument("labels", metavar="LABELS", help="dataset with unlabelled frames (any supported layout)")

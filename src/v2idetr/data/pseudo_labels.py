@@ -33,10 +33,9 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
 from v2idetr.data.index import DatasetIndex, FrameRecord
+from v2idetr.data.lesion_match import same_class_iou
 from v2idetr.errors import ConfigError, DatasetError, Problem
 
 # FrameRecord.extra key of a frame whose boxes came from a model, and the annotations' marker
@@ -98,10 +97,7 @@ def _confident(frame: FrameRecord, predictions: Predictions, score: float) -> tu
 
 def _overlapping(boxes: np.ndarray, labels: np.ndarray, other: np.ndarray, other_labels: np.ndarray) -> np.ndarray:
     """For each of ``boxes``, whether one of ``other`` of the same class overlaps it by >= TEMPORAL_IOU."""
-    if not len(boxes) or not len(other):
-        return np.zeros(len(boxes), dtype=bool)
-    iou = box_iou(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(other, dtype=torch.float32)).numpy()
-    return ((iou >= TEMPORAL_IOU) & (np.asarray(labels)[:, None] == np.asarray(other_labels)[None, :])).any(1)
+    return (same_class_iou(boxes, labels, other, other_labels) >= TEMPORAL_IOU).any(1)
 
 
 def _confirmed(boxes: np.ndarray, labels: np.ndarray, sure: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -125,8 +121,7 @@ def _bracketing(human: list[bool], sure: list[tuple[np.ndarray, np.ndarray]], i:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
         ends.append(near)
     (a, b), ((before, classes), (after, after_classes)) = ends, (sure[ends[0]], sure[ends[1]])
-    iou = box_iou(torch.as_tensor(before, dtype=torch.float32), torch.as_tensor(after, dtype=torch.float32)).numpy()
-    iou[np.asarray(classes)[:, None] != np.asarray(after_classes)[None, :]] = 0.0
+    iou = same_class_iou(before, classes, after, after_classes)
     pairs = [(p, int(iou[p].argmax())) for p in range(len(before)) if iou[p].max() >= TEMPORAL_IOU]
     w = (i - a) / (b - a)
     boxes = np.array([before[p] + (after[n] - before[p]) * w for p, n in pairs], np.float32).reshape(-1, 4)

@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import box_iou
 
 from v2idetr.atomic import atomic_write_json
 from v2idetr.config import Config, unlabelled_share
 from v2idetr.data.index import DatasetIndex
+from v2idetr.data.lesion_match import same_class_iou
 from v2idetr.engine.inference import Predictions, build_eval_loader, is_labelled, predict_loader
 from v2idetr.engine.metrics import resolve_protocol
 from v2idetr.errors import CheckpointError
@@ -72,9 +72,7 @@ def one_way_disagreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> 
         return 0.0
     best_b = np.zeros(len(a["scores"]), dtype=np.float64)
     if len(b["scores"]):
-        iou = box_iou(torch.as_tensor(a["boxes"], dtype=torch.float32),
-                      torch.as_tensor(b["boxes"], dtype=torch.float32)).numpy()
-        same = (a["labels"][:, None] == b["labels"][None, :]) & (iou >= MATCH_IOU)
+        same = same_class_iou(a["boxes"], a["labels"], b["boxes"], b["labels"]) >= MATCH_IOU
         best_b = np.where(same, b["scores"][None, :], 0.0).max(axis=1)
     return float(np.clip(a["scores"] - best_b, 0.0, None).max())
 
