@@ -13,10 +13,12 @@ import pytest
 from v2idetr import api
 from v2idetr.cli import main
 from v2idetr.data.archive import synthetic_archive
+from v2idetr.data.detection_fusion import fuse_detections
 from v2idetr.data.formats.cocovid import read_coco_vid
 from v2idetr.data.load import load_index
 from v2idetr.data.pseudo_labels import PSEUDO_FRAME
 from v2idetr.data.unlabelled import sparsify
+from v2idetr.engine.coco_results import read_coco_results
 from v2idetr.errors import DatasetError
 
 
@@ -168,3 +170,41 @@ def test_pseudo_label_on_an_archive_folder(tmp_path, tiny_synth, tiny_checkpoint
     assert main(["pseudo-label", str(tmp_path / "archive"), "--checkpoint", str(tiny_checkpoint), "--out",
                  str(tmp_path / "again.json"), "--no-progress"]) == 2
     assert "extract its frames first" in capsys.readouterr().err and not (tmp_path / "again.json").exists()
+
+
+def test_several_checkpoints_label_by_agreement(tiny_synth, tiny_checkpoint, teacher_ckpt, tmp_path, capsys):
+    """Several models: the same one twice labels as it does alone (its agreement with itself); a video
+    teacher and an image model through --checkpoint give the labels their predict outputs give through
+    --detections, fused (data.detection_fusion), and the file names both sources."""
+    budget = tmp_path / "budget.json"
+    budget.write_text(json.dumps(sparsify(load_index(tiny_synth.train_json), 4).to_coco_vid(image_root=tmp_path)))
+    api.pseudo_label(tiny_checkpoint, budget, tmp_path / "one.json", score=0.1, ambiguous=0.1, progress=False)
+    api.pseudo_label([tiny_checkpoint, tiny_checkpoint], budget, tmp_path / "twice.json", score=0.1, ambiguous=0.1,
+                     progress=False)
+    one, twice = read_coco_vid(tmp_path / "one.json"), read_coco_vid(tmp_path / "twice.json")
+    assert sum(len(f.boxes) for f in one.frames()) > 0
+    for a, b in zip(one.frames(), twice.frames(), strict=True):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+        assert [e.get("score") for e in a.box_extra] == pytest.approx([e.get("score") for e in b.box_extra], abs=1e-4)
+    models = [str(teacher_ckpt), str(tiny_checkpoint)]
+    files = []
+    for k, model in enumerate(models):
+        assert main(["predict", str(budget), "--checkpoint", model, "--out", str(tmp_path / f"p{k}"),
+                     "--score-thresh", "0.0", "--no-progress"]) == 0
+        files.append(str(tmp_path / f"p{k}" / "detections.json"))
+    budget_index = load_index(budget)
+    fused_scores = fuse_detections([read_coco_results(f, budget_index) for f in files])
+    tops = sorted(float(d["scores"].max()) for d in fused_scores.values() if len(d["scores"]))
+    # between two frames' best fused scores, where they lie furthest apart among the middle half: about half the
+    # frames get boxes, and predict's rounding of scores moves no frame across
+    i = max(range(len(tops) // 4, 3 * len(tops) // 4), key=lambda k: tops[k + 1] - tops[k])
+    cut = f"{(tops[i] + tops[i + 1]) / 2:.6f}"
+    for source, names in (("--checkpoint", models), ("--detections", files)):
+        assert main(["pseudo-label", str(budget), source, *names, "--out", str(tmp_path / f"{source[2:]}.json"),
+                     "--score", cut, "--ambiguous", cut, "--no-progress"]) == 0
+    by_models, by_files = read_coco_vid(tmp_path / "checkpoint.json"), read_coco_vid(tmp_path / "detections.json")
+    assert by_models.info["pseudo_labels"]["source"] == ", ".join(models)
+    assert sum(len(f.boxes) for f in by_models.frames()) > 0
+    fused = by_files.frame_by_image_id()
+    for frame in by_models.frames():
+        np.testing.assert_allclose(frame.boxes, fused[frame.image_id].boxes, atol=0.02)  # predict rounds to 0.01 px

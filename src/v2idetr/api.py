@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from v2idetr.data import pseudo_labels
 from v2idetr.data.archive import load_archives
 from v2idetr.data.clips import ClipSampling
 from v2idetr.data.commands import check_coco_vid_writable, write_coco_vid
+from v2idetr.data.detection_fusion import fuse_detections
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.load import load_index
 from v2idetr.data.pseudo_labels import (
@@ -342,8 +344,25 @@ def evaluate(
     )
 
 
+def _detections_for_pseudo_labels(checkpoint: str | Path, data: str | Path | DatasetIndex, out: str | Path,
+                                  device: str, batch_size: int | None,
+                                  progress: bool) -> tuple[DatasetIndex, dict[int, dict[str, Any]]]:
+    """``data`` (read with the checkpoint's data options unless already read) and the checkpoint's
+    detections on its unlabelled frames, duplicates gone by its protocol's NMS, as ``v2idetr predict``."""
+    model, cfg, meta = load_model(checkpoint, device=device)
+    index = data if isinstance(data, DatasetIndex) else load_dataset(cfg, data, "train")
+    _check_checkpoint_classes(index, meta, index.source)
+    check_coco_vid_writable(index, index.source, str(out))  # before the model's pass, not after it
+    loader = build_eval_loader(cfg, index, batch_size=batch_size, keys=is_unlabelled)  # the frames it labels
+    raw = predict_loader(model, PostProcess(cfg.eval.num_select), loader, next(model.parameters()).device,
+                         progress=progress)
+    nms_iou = resolve_protocol(cfg.eval.protocol, nms_iou=cfg.eval.nms_iou).nms_iou
+    return index, {i: {k: v[select_detections(p["boxes"], p["scores"], 0.0, nms_iou)] for k, v in p.items()}
+                   for i, p in raw.items()}
+
+
 def pseudo_label(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path],
     data: str | Path | DatasetIndex,
     out: str | Path,
     score: float = DEFAULT_SCORE,
@@ -356,22 +375,22 @@ def pseudo_label(
 ) -> PseudoLabelCounts:
     """Write ``data`` to ``out`` (COCO-VID, atomically) with ``checkpoint``'s detections as labels on its
     unlabelled frames (`data.pseudo_labels`). A video teacher sees each frame's clip, as in `evaluate`;
-    duplicates go by its protocol's NMS first, as in ``v2idetr predict``. ``data``: a path read with the
-    checkpoint's data options, or an index already read. ``temporal``: a confident box this many frames
-    away confirms an in-between detection; ``interpolate``: a lesion sure boxes show at most this many frames
-    before and after gets a box between them (both `data.pseudo_labels`)."""
-    model, cfg, meta = load_model(checkpoint, device=device)
-    index = data if isinstance(data, DatasetIndex) else load_dataset(cfg, data, "train")
-    _check_checkpoint_classes(index, meta, index.source)
-    check_coco_vid_writable(index, index.source, str(out))  # before the model's pass, not after it
-    loader = build_eval_loader(cfg, index, batch_size=batch_size, keys=is_unlabelled)  # the frames it labels
-    raw = predict_loader(model, PostProcess(cfg.eval.num_select), loader, next(model.parameters()).device,
-                         progress=progress)
-    nms_iou = resolve_protocol(cfg.eval.protocol, nms_iou=cfg.eval.nms_iou).nms_iou
-    kept = {i: {k: v[select_detections(p["boxes"], p["scores"], 0.0, nms_iou)] for k, v in p.items()}
-            for i, p in raw.items()}
-    labelled, counts = pseudo_labels.pseudo_label(index, kept, score=score, ambiguous=ambiguous,
-                                                   source=str(checkpoint), temporal=temporal,
+    duplicates go by its protocol's NMS first, as in ``v2idetr predict``. Several checkpoints (teachers
+    from different seeds, say) label by agreement: their detections are fused (`data.detection_fusion`).
+    ``data``: a path read with the first checkpoint's data options, or an index already read.
+    ``temporal``: a confident box this many frames away confirms an in-between detection;
+    ``interpolate``: a lesion sure boxes show at most this many frames before and after gets a box between
+    them (both `data.pseudo_labels`)."""
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    if not checkpoints:
+        raise ConfigError("pseudo_label: no checkpoint given")
+    index, per_model = data, []
+    for ckpt in checkpoints:
+        index, detections = _detections_for_pseudo_labels(ckpt, index, out, device, batch_size, progress)
+        per_model.append(detections)
+    assert isinstance(index, DatasetIndex)
+    labelled, counts = pseudo_labels.pseudo_label(index, fuse_detections(per_model), score=score, ambiguous=ambiguous,
+                                                   source=", ".join(map(str, checkpoints)), temporal=temporal,
                                                    interpolate=interpolate)
     write_coco_vid(labelled, index.source, str(out))
     return counts

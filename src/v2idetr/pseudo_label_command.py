@@ -9,6 +9,7 @@ import logging
 from v2idetr import api
 from v2idetr.argtypes import add_threads_option, non_negative_int, out_file, unit_interval
 from v2idetr.data.commands import add_source_options, write_coco_vid
+from v2idetr.data.detection_fusion import fuse_detections
 from v2idetr.data.load import load_index
 from v2idetr.data.pseudo_labels import DEFAULT_AMBIGUOUS, DEFAULT_SCORE, pseudo_label
 from v2idetr.engine.coco_results import read_coco_results
@@ -28,14 +29,16 @@ def _pseudo_label(args: argparse.Namespace) -> int:
                              device=args.device, progress=not args.no_progress, temporal=args.temporal,
                              interpolate=args.interpolate)
     else:
-        predictions = read_coco_results(args.detections, index)
-        lowest = min((float(p["scores"].min()) for p in predictions.values() if len(p["scores"])), default=0.0)
-        if lowest > args.ambiguous:
-            log.warning("%s: its lowest score is %.3f, above --ambiguous %s: frames with a faint detection cannot "
-                        "be told from sure ones; write the detections with `predict --score-thresh %s` or lower",
-                        args.detections, lowest, args.ambiguous, args.ambiguous)
-        labelled, n = pseudo_label(index, predictions, score=args.score, ambiguous=args.ambiguous,
-                                  source=str(args.detections), temporal=args.temporal, interpolate=args.interpolate)
+        per_file = [read_coco_results(path, index) for path in args.detections]
+        for path, predictions in zip(args.detections, per_file, strict=True):
+            lowest = min((float(p["scores"].min()) for p in predictions.values() if len(p["scores"])), default=0.0)
+            if lowest > args.ambiguous:
+                log.warning("%s: its lowest score is %.3f, above --ambiguous %s: frames with a faint detection "
+                            "cannot be told from sure ones; write the detections with `predict --score-thresh %s` "
+                            "or lower", path, lowest, args.ambiguous, args.ambiguous)
+        labelled, n = pseudo_label(index, fuse_detections(per_file), score=args.score, ambiguous=args.ambiguous,
+                                  source=", ".join(args.detections), temporal=args.temporal,
+                                  interpolate=args.interpolate)
         write_coco_vid(labelled, args.labels, args.out)
     print(f"pseudo-labelled {n.labelled} of {n.labelled + n.ambiguous} unlabelled frames with {n.boxes} boxes "
           f"({n.negatives} of them negatives); {n.ambiguous} left unlabelled (a detection scored in "
@@ -64,9 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pl.add_argument("labels", metavar="LABELS", help="dataset with unlabelled frames (any supported layout)")
     source = pl.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="the teacher (or any model) to run on LABELS' unlabelled frames; a video "
-                        "teacher sees each frame's clip, as in eval")
-    source.add_argument("--detections", help="COCO results JSON for LABELS instead (predict's detections.json)")
+    source.add_argument("--checkpoint", nargs="+", help="the teacher (or any model) to run on LABELS' unlabelled "
+                        "frames; a video teacher sees each frame's clip, as in eval. Several (teachers trained from "
+                        "different seeds, say): their detections are fused and label by agreement (a lesion one "
+                        "of three found keeps a third of its score)")
+    source.add_argument("--detections", nargs="+", help="COCO results JSON for LABELS instead (predict's "
+                        "detections.json); several are fused as several checkpoints are")
     pl.add_argument("--out", type=out_file, required=True, help="COCO-VID JSON to write")
     pl.add_argument("--score", type=unit_interval, default=DEFAULT_SCORE,
                     help=f"detections at or above become boxes (default {DEFAULT_SCORE})")
