@@ -4,12 +4,13 @@ ensemble (`v2idetr pseudo-label --checkpoint A B C`).
 On videos it was not trained on, one teacher misses lesions and draws loose boxes; teachers trained
 on the same labels from different seeds do not all err on the same frames, so their agreement is a
 better label: three ultrasound teachers' fused pseudo-labels of an archive of 200 new videos found
-more of its lesions with fewer false boxes and tighter ones than any one of them (docs/RESULTS.md,
-"pseudo-labels of an archive from a teacher ensemble"). Per frame, highest score first, a detection
-joins the lesion of its class whose fused box it overlaps most (IoU >= ``FUSION_IOU``) and that
-holds no box of its model yet, else it starts a lesion. A lesion's box is the score-weighted mean of
-its boxes and its score their sum over the number of models: a lesion one model of three found
-keeps a third of its score, so ``pseudo_label``'s thresholds ask for agreement."""
+more of its lesions than any one of them did, as precise and tight as the best one's, which nothing
+without the archive's labels could have told apart from the others (docs/RESULTS.md, "better labels
+for the archive"). Per frame, highest score first, a detection joins the lesion of its class whose
+fused box it overlaps most (IoU >= ``FUSION_IOU``) and that holds no box of its model yet, else it
+starts a lesion. A lesion's box is the score-weighted mean of its boxes and its score their sum
+over the number of models: a lesion one model of three found keeps a third of its score, so
+``pseudo_label``'s thresholds ask for agreement."""
 
 from __future__ import annotations
 
