@@ -19,10 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from v2idetr.data.lesion_match import same_class_iou
+from v2idetr.data.pseudo_labels import Predictions  # image_id -> boxes (x1y1x2y2 px), scores, labels
 from v2idetr.errors import ConfigError
 
-# engine.inference.Predictions, restated (as in data.pseudo_labels): image_id -> boxes (x1y1x2y2 px), scores, labels
-Predictions = dict[int, dict[str, np.ndarray]]
 FUSION_IOU = 0.55  # two models' boxes of one class overlapping this much show the same lesion
 
 
