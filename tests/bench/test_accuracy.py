@@ -342,6 +342,28 @@ def test_data_are_written_under_the_folder_lock(monkeypatch, tmp_path: Path) -> 
     assert seen == [True] and not locked()
 
 
+def test_archive_round2_rows(tmp_path: Path) -> None:
+    """teacher-archive-round2 trains the video teacher once more, from its weights, on its own interpolated
+    pseudo-labels of the budget's unlabelled frames and the archive; student-archive-round2 starts from that
+    teacher and trains on the labelled frames alone (detection loss only)."""
+    out = tmp_path / "acc"
+    assert main(["bench", "accuracy", "--out", str(out), "--rows", "student-archive-round2", "--seeds", "0",
+                 "--steps", "2", "--label-every", "3", "--unlabelled-videos", "2", "--videos", "4", "--frames", "6",
+                 "--frame-size", "64", "--no-progress", *QUICK]) == 0
+    runs = out / "runs"
+    teacher = json.loads((runs / "teacher-archive-round2" / "seed-0" / "config.json").read_text())
+    merged = runs / "teacher-archive-round2" / "seed-0-train-and-archive.json"
+    assert teacher["data"]["train"] == str(merged) and teacher["model"]["temporal"] == "msi"
+    assert teacher["train"]["init_from"] == str(runs / "teacher" / "seed-0" / "best.ckpt")
+    rules = json.loads(merged.read_text())["pseudo_labels"]
+    assert [(p["source"], p["interpolate"]) for p in rules] == [(str(runs / "teacher" / "seed-0" / "best.ckpt"), 4)] * 2
+    student = json.loads((runs / "student-archive-round2" / "seed-0" / "config.json").read_text())
+    assert student["data"]["train"] == str(out / "data-budget" / "train-label-every-3.json")
+    assert (student["distill"]["tfd"], student["distill"]["cqd"]) == (0.0, 0.0)
+    assert load_checkpoint(runs / "student-archive-round2" / "seed-0" / "best.ckpt").meta["distilled_from"] == str(
+        runs / "teacher-archive-round2" / "seed-0" / "best.ckpt")
+
+
 def test_unknown_rows_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="student-xyz"):
         benchmark_accuracy(tmp_path, rows=["student-xyz"])

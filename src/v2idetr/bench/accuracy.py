@@ -182,7 +182,8 @@ def _needs(row: Row, schedule: Schedule) -> list[str]:
         return [row.teacher]
     if row.kind == "distill":
         return sorted({row.teacher, "teacher" if row.start == "teacher" else row.teacher})
-    return ["baseline"] if row.config == "teacher" and schedule.lineage else []
+    needs = ["baseline"] if row.config == "teacher" and schedule.lineage else []
+    return needs + ([row.teacher] if row.pseudo_labels or row.start == "teacher" else [])
 
 
 def _scored(row: Row, out: Path, seed: int) -> tuple[Path, Path, str]:

@@ -18,9 +18,11 @@ class Row:
     steps_factor: int = 1  # training steps = factor x the benchmark's --steps
     # a distillation row's first weights: its config's (its teacher's by default), in a lineage the same
     # seed's baseline at step steps - student_steps ("baseline"), or the same seed's video teacher's
-    # ("teacher": what a student of an image teacher starts from, so that only the teacher differs)
+    # ("teacher": what a student of an image teacher starts from, so that only the teacher differs; a
+    # training row trained on its teacher's pseudo-labels continues that teacher's weights so)
     start: str = "config"
-    # a distillation row's teacher: the same seed's video teacher, or its image baseline ("baseline")
+    # a distillation row's teacher: the same seed's video teacher, its image baseline ("baseline") or
+    # another row's teacher; a training row with ``pseudo_labels``: whose pseudo-labels it trains on
     teacher: str = "teacher"
     # the training labels: the benchmark's (1 frame in --label-every labelled) or every frame's ("all")
     labels: str = "budget"
@@ -111,6 +113,15 @@ ROWS: dict[str, Row] = {
         Row("student-archive-pseudo-labels-interpolated", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
             f"student-archive-pseudo-labels with `pseudo-label --interpolate {INTERPOLATE}` (as "
             "student-pseudo-labels-interpolated)", pseudo_labels=True, archive=True, pseudo_interpolate=INTERPOLATE),
+        # the archive through a second-round teacher (docs/RESULTS.md, "better labels for the archive"): the one
+        # way found to carry it to a student at one labelled frame in 10
+        Row("teacher-archive-round2", "train", "teacher", (),
+            "the video teacher trained a second round, from its weights, on its own pseudo-labels of the unlabelled "
+            "training frames and the archive (as student-archive-pseudo-labels-interpolated)", start="teacher",
+            pseudo_labels=True, archive=True, pseudo_interpolate=INTERPOLATE),
+        Row("student-archive-round2", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student-init-only from teacher-archive-round2: its weights, the labelled frames",
+            teacher="teacher-archive-round2"),
         Row("student-archive-pseudo-labels-image-teacher", "distill", "student",
             ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
             "student-archive-pseudo-labels with the image baseline's pseudo-labels (self-training on the archive), "
