@@ -344,21 +344,16 @@ def evaluate(
     )
 
 
-def _detections_for_pseudo_labels(checkpoint: str | Path, data: str | Path | DatasetIndex, out: str | Path,
-                                  device: str, batch_size: int | None,
-                                  progress: bool) -> tuple[DatasetIndex, dict[int, dict[str, Any]]]:
-    """``data`` (read with the checkpoint's data options unless already read) and the checkpoint's
-    detections on its unlabelled frames, duplicates gone by its protocol's NMS, as ``v2idetr predict``."""
-    model, cfg, meta = load_model(checkpoint, device=device)
-    index = data if isinstance(data, DatasetIndex) else load_dataset(cfg, data, "train")
-    _check_checkpoint_classes(index, meta, index.source)
-    check_coco_vid_writable(index, index.source, str(out))  # before the model's pass, not after it
+def _detections_on_unlabelled(model: nn.Module, cfg: Config, index: DatasetIndex, batch_size: int | None,
+                             progress: bool) -> dict[int, dict[str, Any]]:
+    """A model's detections on ``index``'s unlabelled frames (a video teacher on each one's clip), duplicates
+    gone by its protocol's NMS, as ``v2idetr predict``."""
     loader = build_eval_loader(cfg, index, batch_size=batch_size, keys=is_unlabelled)  # the frames it labels
     raw = predict_loader(model, PostProcess(cfg.eval.num_select), loader, next(model.parameters()).device,
                          progress=progress)
     nms_iou = resolve_protocol(cfg.eval.protocol, nms_iou=cfg.eval.nms_iou).nms_iou
-    return index, {i: {k: v[select_detections(p["boxes"], p["scores"], 0.0, nms_iou)] for k, v in p.items()}
-                   for i, p in raw.items()}
+    return {i: {k: v[select_detections(p["boxes"], p["scores"], 0.0, nms_iou)] for k, v in p.items()}
+            for i, p in raw.items()}
 
 
 def pseudo_label(
@@ -384,11 +379,12 @@ def pseudo_label(
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     if not checkpoints:
         raise ConfigError("pseudo_label: no checkpoint given")
-    index, per_model = data, []
-    for ckpt in checkpoints:
-        index, detections = _detections_for_pseudo_labels(ckpt, index, out, device, batch_size, progress)
-        per_model.append(detections)
-    assert isinstance(index, DatasetIndex)
+    models = [load_model(c, device=device) for c in checkpoints]
+    index = data if isinstance(data, DatasetIndex) else load_dataset(models[0][1], data, "train")
+    for _, _, meta in models:  # every model and the output checked before the first model's pass, not after it
+        _check_checkpoint_classes(index, meta, index.source)
+    check_coco_vid_writable(index, index.source, str(out))
+    per_model = [_detections_on_unlabelled(model, cfg, index, batch_size, progress) for model, cfg, _ in models]
     labelled, counts = pseudo_labels.pseudo_label(index, fuse_detections(per_model), score=score, ambiguous=ambiguous,
                                                    source=", ".join(map(str, checkpoints)), temporal=temporal,
                                                    interpolate=interpolate)
