@@ -364,6 +364,36 @@ def test_archive_round2_rows(tmp_path: Path) -> None:
         runs / "teacher-archive-round2" / "seed-0" / "best.ckpt")
 
 
+
+def test_archive_round2_image_rows(tmp_path: Path, monkeypatch) -> None:
+    """The control of the second round: baseline-archive-round2 trains the image baseline once more, from its
+    weights and for the teachers' steps, on its own interpolated pseudo-labels; its student starts from it and
+    trains on the labelled frames alone. Rows that learn from the archive through their teacher need one too."""
+    out = tmp_path / "acc"
+    assert main(["bench", "accuracy", "--out", str(out), "--rows", "student-archive-round2-image-teacher", "--seeds",
+                 "0", "--steps", "3", "--teacher-steps", "1", "--student-steps", "1", "--distill-steps", "2",
+                 "--label-every", "3", "--unlabelled-videos", "2", "--videos", "4", "--frames", "6", "--frame-size",
+                 "64", "--no-progress", *QUICK]) == 0
+    runs = out / "runs"
+    baseline = str(runs / "baseline" / "seed-0" / "best.ckpt")
+    round2 = json.loads((runs / "baseline-archive-round2" / "seed-0" / "config.json").read_text())
+    merged = runs / "baseline-archive-round2" / "seed-0-train-and-archive.json"
+    assert round2["data"]["train"] == str(merged) and round2["model"]["temporal"] == "none"
+    assert round2["train"]["init_from"] == baseline and round2["train"]["steps"] == 1
+    assert [p["source"] for p in json.loads(merged.read_text())["pseudo_labels"]] == [baseline] * 2
+    assert not (runs / "teacher").exists()  # the control never sees the video teacher
+    student = json.loads((runs / "student-archive-round2-image-teacher" / "seed-0" / "config.json").read_text())
+    assert student["data"]["train"] == str(out / "data-budget" / "train-label-every-3.json")
+    assert student["train"]["steps"] == 2 and (student["distill"]["tfd"], student["distill"]["cqd"]) == (0.0, 0.0)
+    assert load_checkpoint(runs / "student-archive-round2-image-teacher" / "seed-0" / "best.ckpt").meta[
+        "distilled_from"] == str(runs / "baseline-archive-round2" / "seed-0" / "best.ckpt")
+    monkeypatch.setattr("v2idetr.bench.accuracy.generate", lambda *a, **k: pytest.fail("refused only after making data"))
+    for row in ("student-archive-round2", "student-archive-round2-image-teacher"):
+        assert row not in default_rows() and row in default_rows(archive=True)
+        with pytest.raises(ConfigError, match="archive of unlabelled videos"):
+            benchmark_accuracy(tmp_path / "none", rows=[row], steps=2)
+
+
 def test_unknown_rows_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="student-xyz"):
         benchmark_accuracy(tmp_path, rows=["student-xyz"])

@@ -26,7 +26,7 @@ from v2idetr import api
 from v2idetr.atomic import atomic_write_json, atomic_write_text, folder_lock
 from v2idetr.bench.folder import LOCK_FILE, check_settings, clear_benchmark
 from v2idetr.bench.pseudo_label_data import pseudo_label_training_file
-from v2idetr.bench.rows import ROWS, Row, default_rows
+from v2idetr.bench.rows import ROWS, Row, default_rows, uses_archive
 from v2idetr.bench.schedule import Schedule
 from v2idetr.config import shipped_configs
 from v2idetr.data.archive import ARCHIVE_FILE, synthetic_archive
@@ -164,8 +164,8 @@ def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule
                                            row.pseudo_temporal, row.pseudo_interpolate)
     overrides = [f"data.train={train}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
                  *row.overrides, *schedule.overrides(row, run_of("baseline"))]
-    if row.start == "teacher":
-        overrides.append(f"train.init_from={run_of('teacher') / 'best.ckpt'}")
+    if row.start == "teacher":  # a training row continues its own teacher, a distillation row the video teacher
+        overrides.append(f"train.init_from={run_of(row.teacher if row.kind == 'train' else 'teacher') / 'best.ckpt'}")
     if row.archive and not row.pseudo_labels:
         overrides.append(f"data.unlabelled={splits.unlabelled}")
     if row.kind == "train":
@@ -334,9 +334,9 @@ def benchmark_accuracy(
     if unlabelled_videos < 0 or (unlabelled_videos and data is not None) or (unlabelled and data is None):
         raise ConfigError(f"--unlabelled-videos {unlabelled_videos} / --unlabelled {unlabelled}: an archive of "
                           "synthetic videos (N >= 0) goes with a preset, your own archive with your own data")
-    archive_rows = [r for r in rows if ROWS[r].archive]
+    archive_rows = [r for r in rows if uses_archive(r)]
     if archive_rows and not (unlabelled_videos or unlabelled):
-        raise ConfigError(f"--rows {' '.join(archive_rows)}: these distil on an archive of unlabelled videos; give "
+        raise ConfigError(f"--rows {' '.join(archive_rows)}: these learn from an archive of unlabelled videos; give "
                           "--unlabelled-videos N (synthetic) or --unlabelled PATH (your own)")
     if test_videos is not None and (test_videos < 1 or data is not None):
         raise ConfigError(f"--test-videos {test_videos}: expected >= 1, and only with a synthetic preset "

@@ -19,7 +19,7 @@ class Row:
     # a distillation row's first weights: its config's (its teacher's by default), in a lineage the same
     # seed's baseline at step steps - student_steps ("baseline"), or the same seed's video teacher's
     # ("teacher": what a student of an image teacher starts from, so that only the teacher differs; a
-    # training row trained on its teacher's pseudo-labels continues that teacher's weights so)
+    # training row continues its own ``teacher``'s weights so, for the teacher's steps: a second round)
     start: str = "config"
     # a distillation row's teacher: the same seed's video teacher, its image baseline ("baseline") or
     # another row's teacher; a training row with ``pseudo_labels``: whose pseudo-labels it trains on
@@ -126,6 +126,14 @@ ROWS: dict[str, Row] = {
             ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
             "student-archive-pseudo-labels with the image baseline's pseudo-labels (self-training on the archive), "
             "from the same start", start="teacher", teacher="baseline", pseudo_labels=True, archive=True),
+        # their control: the same second round for the image baseline (self-training), so that only the clip differs
+        Row("baseline-archive-round2", "train", "student", (),
+            "the image baseline trained a second round, from its weights, on its own pseudo-labels of the unlabelled "
+            "training frames and the archive (as teacher-archive-round2: self-training)", start="teacher",
+            teacher="baseline", pseudo_labels=True, archive=True, pseudo_interpolate=INTERPOLATE),
+        Row("student-archive-round2-image-teacher", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student-archive-round2 from baseline-archive-round2: its weights, the labelled frames",
+            teacher="baseline-archive-round2"),
         Row("student-no-proposals", "distill", "student", ("distill.cqd_proposals=0.0",),
             "student, TFD + CQD without CQD's proposal term (this code's addition: docs/METHOD.md)"),
         Row("student-own-queries", "distill", "student", ("distill.cqd_student_queries=1.0",),
@@ -165,6 +173,13 @@ ROWS: dict[str, Row] = {
 }
 
 
+def uses_archive(name: str) -> bool:
+    """Whether a row learns from the archive of unlabelled videos, itself or through the row it starts
+    or learns from (student-archive-round2 through its teacher)."""
+    row = ROWS[name]
+    return row.archive or (row.teacher != name and row.teacher in ROWS and uses_archive(row.teacher))
+
+
 def default_rows(archive: bool = False) -> tuple[str, ...]:
     """Every row; the archive rows only when there is an archive of unlabelled videos to distil on."""
-    return tuple(name for name, row in ROWS.items() if archive or not row.archive)
+    return tuple(name for name in ROWS if archive or not uses_archive(name))
