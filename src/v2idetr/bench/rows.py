@@ -67,6 +67,9 @@ ROWS: dict[str, Row] = {
             view="key-frame"),
         Row("student-init-only", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
             "student from the teacher's weights, no distillation loss (control)"),
+        Row("student-init-only-image-teacher", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student-init-only from the image baseline's weights: the baseline trained the students' steps more on "
+            "the labelled frames (what those extra steps alone give)", teacher="baseline"),
         # Distillation rows switch terms off and otherwise keep the config's weights, so they follow
         # the defaults (docs/METHOD.md) and any weight given on the command line.
         Row("student-tfd", "distill", "student", ("distill.cqd=0.0",), "student, TFD only"),
