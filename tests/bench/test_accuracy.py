@@ -364,17 +364,16 @@ def test_archive_round2_rows(tmp_path: Path) -> None:
         runs / "teacher-archive-round2" / "seed-0" / "best.ckpt")
 
 
-
 def test_archive_round2_image_rows(tmp_path: Path, monkeypatch) -> None:
     """The control of the second round: baseline-archive-round2 trains the image baseline once more, from its
     weights and for the teachers' steps, on its own interpolated pseudo-labels; its student starts from it and
     trains on the labelled frames alone, as student-init-only-image-teacher does from the baseline itself. Rows
     that learn from the archive through their teacher need one too."""
     out = tmp_path / "acc"
-    assert main(["bench", "accuracy", "--out", str(out), "--rows", "student-archive-round2-image-teacher", "--seeds",
-                 "0", "--steps", "3", "--teacher-steps", "1", "--student-steps", "1", "--distill-steps", "2",
-                 "--label-every", "3", "--unlabelled-videos", "2", "--videos", "4", "--frames", "6", "--frame-size",
-                 "64", "--no-progress", *QUICK]) == 0
+    args = ["bench", "accuracy", "--out", str(out), "--seeds", "0", "--steps", "3", "--teacher-steps", "1",
+            "--student-steps", "1", "--distill-steps", "2", "--label-every", "3", "--unlabelled-videos", "2",
+            "--videos", "4", "--frames", "6", "--frame-size", "64", "--no-progress", *QUICK]
+    assert main([*args, "--rows", "student-archive-round2-image-teacher"]) == 0
     runs = out / "runs"
     baseline = str(runs / "baseline" / "seed-0" / "best.ckpt")
     round2 = json.loads((runs / "baseline-archive-round2" / "seed-0" / "config.json").read_text())
@@ -388,10 +387,8 @@ def test_archive_round2_image_rows(tmp_path: Path, monkeypatch) -> None:
     assert student["train"]["steps"] == 2 and (student["distill"]["tfd"], student["distill"]["cqd"]) == (0.0, 0.0)
     assert load_checkpoint(runs / "student-archive-round2-image-teacher" / "seed-0" / "best.ckpt").meta[
         "distilled_from"] == str(runs / "baseline-archive-round2" / "seed-0" / "best.ckpt")
-    assert main(["bench", "accuracy", "--out", str(out), "--rows", "student-init-only-image-teacher", "--seeds", "0",
-                 "--steps", "3", "--teacher-steps", "1", "--student-steps", "1", "--distill-steps", "2",
-                 "--label-every", "3", "--unlabelled-videos", "2", "--videos", "4", "--frames", "6", "--frame-size",
-                 "64", "--no-progress", *QUICK]) == 0  # the same without the archive's round: the baseline goes on
+    # the same without the archive's round: the baseline goes on
+    assert main([*args, "--rows", "student-init-only-image-teacher"]) == 0
     plain = json.loads((runs / "student-init-only-image-teacher" / "seed-0" / "config.json").read_text())
     assert plain["data"]["train"] == student["data"]["train"] and plain["train"]["steps"] == 2
     assert load_checkpoint(runs / "student-init-only-image-teacher" / "seed-0" / "best.ckpt").meta[

@@ -129,7 +129,7 @@ ROWS: dict[str, Row] = {
             ("distill.tfd=0.0", "distill.cqd=0.0", "distill.init_from_teacher=false"),
             "student-archive-pseudo-labels with the image baseline's pseudo-labels (self-training on the archive), "
             "from the same start", start="teacher", teacher="baseline", pseudo_labels=True, archive=True),
-        # their control: the same second round for the image baseline (self-training), so that only the clip differs
+        # their control: the same two rounds for the image baseline (self-training), the recipe without the clip
         Row("baseline-archive-round2", "train", "student", (),
             "the image baseline trained a second round, from its weights, on its own pseudo-labels of the unlabelled "
             "training frames and the archive (as teacher-archive-round2: self-training)", start="teacher",
