@@ -164,8 +164,8 @@ def train_row(row: Row, seed: int, splits: Splits, size: str, schedule: Schedule
                                            row.pseudo_temporal, row.pseudo_interpolate)
     overrides = [f"data.train={train}", f"data.val={splits.val}", f"train.seed={seed}", *extra,
                  *row.overrides, *schedule.overrides(row, run_of("baseline"))]
-    if row.start == "teacher":  # a training row continues its own teacher, a distillation row the video teacher
-        overrides.append(f"train.init_from={run_of(row.teacher if row.kind == 'train' else 'teacher') / 'best.ckpt'}")
+    if row.starts_from:
+        overrides.append(f"train.init_from={run_of(row.starts_from) / 'best.ckpt'}")
     if row.archive and not row.pseudo_labels:
         overrides.append(f"data.unlabelled={splits.unlabelled}")
     if row.kind == "train":
@@ -181,9 +181,9 @@ def _needs(row: Row, schedule: Schedule) -> list[str]:
     if row.kind == "view":
         return [row.teacher]
     if row.kind == "distill":
-        return sorted({row.teacher, "teacher" if row.start == "teacher" else row.teacher})
+        return sorted({row.teacher, row.starts_from or row.teacher})
     needs = ["baseline"] if row.config == "teacher" and schedule.lineage else []
-    return needs + ([row.teacher] if row.pseudo_labels or row.start == "teacher" else [])
+    return needs + ([row.teacher] if row.pseudo_labels or row.starts_from else [])
 
 
 def _scored(row: Row, out: Path, seed: int) -> tuple[Path, Path, str]:

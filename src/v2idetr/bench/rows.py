@@ -39,6 +39,14 @@ class Row:
     # `v2idetr pseudo-label --interpolate`: a lesion sure this many frames before and after gets a box between
     pseudo_interpolate: int = 0
 
+    @property
+    def starts_from(self) -> str | None:
+        """The row whose best weights ``start="teacher"`` starts this one from: a training row its own
+        ``teacher`` (a second round), a distillation row the video teacher; None for any other start."""
+        if self.start != "teacher":
+            return None
+        return self.teacher if self.kind == "train" else "teacher"
+
 
 # the share of each batch that the student-unlabelled rows fill with unlabelled frames (on top of the labelled ones)
 UNLABELLED = ("distill.unlabelled=0.5",)

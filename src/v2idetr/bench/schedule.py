@@ -99,7 +99,7 @@ class Schedule:
             if row.start == "baseline":
                 return [*distill, f"train.init_from={self.student_start_checkpoint(baseline_run)}"]
             return distill
-        if row.kind == "train" and row.start == "teacher":  # a second round, from its teacher's weights
+        if row.kind == "train" and row.starts_from:  # a second round, from its teacher's weights
             return continued_schedule(self.teacher_steps or self.steps)
         if not self.lineage:
             return [f"train.steps={self.steps * row.steps_factor}"]
