@@ -28,10 +28,11 @@ import torch
 from v2idetr import api
 from v2idetr.argtypes import non_negative_int, out_folder, positive_int
 from v2idetr.atomic import atomic_write_text
-from v2idetr.bench.accuracy import gap_closed, label_budget, synthetic_splits, train_row
+from v2idetr.bench.accuracy import label_budget, synthetic_splits, train_row
 from v2idetr.bench.rows import ROWS
 from v2idetr.bench.schedule import Schedule
 from v2idetr.bench.speed import benchmark_speed, format_speed_table
+from v2idetr.bench.tables import gap_closed
 from v2idetr.config import shipped_configs
 from v2idetr.data.commands import format_stats
 from v2idetr.data.index import DatasetIndex

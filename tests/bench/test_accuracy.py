@@ -9,13 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from v2idetr.bench.accuracy import (
-    SIZES,
-    benchmark_accuracy,
-    format_table,
-    gap_closed,
-    summarise,
-)
+from v2idetr.bench.accuracy import SIZES, benchmark_accuracy
 from v2idetr.bench.folder import LOCK_FILE, check_settings, clear_benchmark
 from v2idetr.bench.rows import ROWS, default_rows
 from v2idetr.bench.schedule import Schedule, continued_schedule
@@ -116,7 +110,7 @@ def test_overrides_after_rows_are_overrides_not_rows(monkeypatch, tmp_path: Path
 
     def fake(out, **kwargs):
         seen.update(kwargs)
-        return {"rows": {}, "header": "# t"}
+        return {"rows": {}, "header": "# t", "paired": []}
 
     monkeypatch.setattr("v2idetr.bench.accuracy.benchmark_accuracy", fake)
     assert main(["bench", "accuracy", "train.lr=1e-3", "--out", str(tmp_path), "--rows", "baseline", "teacher",
@@ -125,7 +119,11 @@ def test_overrides_after_rows_are_overrides_not_rows(monkeypatch, tmp_path: Path
     assert seen["overrides"] == ["train.lr=1e-3", "data.batch_size=4"]
     assert seen["distill_steps"] is None
     assert main(["bench", "accuracy", "--out", str(tmp_path), "--distill-steps", "48"]) == 0
-    assert seen["distill_steps"] == 48
+    assert seen["distill_steps"] == 48 and seen["compare"] == []
+    assert main(["bench", "accuracy", "--out", str(tmp_path), "--rows", "student", "baseline", "--compare",
+                 "student:baseline", "data.batch_size=4"]) == 0
+    assert seen["compare"] == [("student", "baseline")] and seen["overrides"] == ["data.batch_size=4"]
+    assert main(["bench", "accuracy", "--out", str(tmp_path), "--compare", "student-baseline"]) == 2
 
 
 def test_label_budget_rows(tmp_path: Path) -> None:
@@ -183,7 +181,13 @@ def test_archive_rows(tmp_path: Path) -> None:
     assert image["train"]["init_from"].endswith("runs/teacher/seed-0/best.ckpt")
     assert load_checkpoint(runs / rows[1] / "seed-0" / "best.ckpt").meta["distilled_from"].endswith(
         "runs/baseline/seed-0/best.ckpt")
-    assert "archive: 2 other videos nobody labelled" in (out / "results.md").read_text()
+    table = (out / "results.md").read_text()
+    assert "archive: 2 other videos nobody labelled" in table
+    # a row and its image-teacher control are paired without being asked
+    assert "| student-archive - student-archive-image-teacher | " in table
+    assert json.loads((out / "results.json").read_text())["paired"][0]["control"] == rows[1]
+    with pytest.raises(ConfigError, match="--compare student:baseline: both rows of a pair must be among --rows"):
+        benchmark_accuracy(tmp_path / "none", rows=["student-archive"], compare=[("student", "baseline")])
     with pytest.raises(ConfigError, match="archive of unlabelled videos"):
         benchmark_accuracy(tmp_path / "none", rows=["student-archive"], steps=2)
     assert "student-archive" not in default_rows() and set(rows) <= set(default_rows(archive=True))
@@ -246,42 +250,6 @@ def test_archive_pseudo_label_rows(tmp_path: Path) -> None:
     assert len(merged["images"]) == len(train["images"]) + n_archive
     assert merged["pseudo_labels"]["source"] == str(full / "runs" / "teacher" / "seed-0" / "best.ckpt")
     assert not (full / "runs" / rows[0] / "seed-0-pseudo-labels.json").exists()  # nothing to label in train.json
-
-
-def test_summary_means_stds_and_gap_closed() -> None:
-    def rec(row: str, seed: int, ap50: float, degraded: float | None = None) -> dict:
-        return {"row": row, "seed": seed, "minutes": 1.0, "AP": ap50 / 2, "AP50": ap50, "AP75": 0.1, "f1": 0.5,
-                "AP50_degraded": degraded, "AP50_degraded_one_frame": None if degraded is None else degraded + 0.1}
-
-    records = [rec("baseline", 0, 0.6, 0.2), rec("teacher", 0, 0.8, 0.6), rec("student", 0, 0.7, 0.3),
-               rec("baseline", 1, 0.5), rec("teacher", 1, 0.9), rec("student", 1, 0.8)]
-    table = summarise(records, ["baseline", "teacher", "student"])
-    assert table["student"]["AP50"]["mean"] == pytest.approx(0.75)
-    assert table["student"]["AP50"]["std"] == pytest.approx(0.0707107, rel=1e-4)  # sample std over seeds
-    assert table["student"]["gap_closed_AP50"]["mean"] == pytest.approx((0.5 + 0.75) / 2)
-    assert table["teacher"]["gap_closed_AP50"]["mean"] == pytest.approx(1.0)
-    # degraded frames only in seed 0: (0.3 - 0.2) / (0.6 - 0.2), the missing seed is left out, not zero
-    assert table["student"]["gap_closed_AP50_degraded"]["mean"] == pytest.approx(0.25)
-    assert table["student"]["AP50_degraded"]["mean"] == pytest.approx(0.3)
-    assert table["student"]["gap_closed_AP50_degraded_one_frame"]["mean"] == pytest.approx(0.25)
-    # a record without a metric (an older version's) counts as missing there, not as an error
-    del records[0]["AP50_degraded_one_frame"]
-    assert summarise(records, ["student"])["student"]["gap_closed_AP50_degraded_one_frame"] is None
-    assert "| 0.250 ± 0.000 (1 of 2 seeds) |" in format_table(table, "# t")
-    # a seed where the teacher does not lead has no gap to close: left out, and n/a when no seed is left
-    records += [rec("baseline", 2, 0.9), rec("teacher", 2, 0.85), rec("student", 2, 0.7)]
-    again = summarise(records, ["baseline", "teacher", "student"])["student"]["gap_closed_AP50"]
-    assert again["mean"] == pytest.approx((0.5 + 0.75) / 2) and again["seeds"] == 2
-    worse = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.5), rec("student", 0, 0.7)]
-    assert summarise(worse, ["student"])["student"]["gap_closed_AP50"] is None
-    assert gap_closed(0.6, 0.8, 0.7) == pytest.approx(0.5) and gap_closed(0.6, 0.6, 0.7) is None
-    # the share of the all-labels ceiling's AP50, per seed
-    ceiling = [rec("baseline-all-labels", 0, 0.8), rec("baseline-all-labels", 1, 1.0)]
-    shares = summarise(records + ceiling, ["student", "baseline-all-labels"])
-    assert shares["student"]["of_all_labels_AP50"]["mean"] == pytest.approx((0.7 / 0.8 + 0.8 / 1.0) / 2)
-    assert shares["student"]["of_all_labels_AP50"]["seeds"] == 2  # seed 2 has no ceiling run: left out
-    assert shares["baseline-all-labels"]["of_all_labels_AP50"]["mean"] == pytest.approx(1.0)
-    assert summarise(records, ["student"])["student"]["of_all_labels_AP50"] is None
 
 
 def test_settings_are_written_once_and_checked(tmp_path: Path) -> None:

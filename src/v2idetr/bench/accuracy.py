@@ -20,14 +20,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from v2idetr import api
 from v2idetr.atomic import atomic_write_json, atomic_write_text, folder_lock
 from v2idetr.bench.folder import LOCK_FILE, check_settings, clear_benchmark
 from v2idetr.bench.pseudo_label_data import pseudo_label_training_file
 from v2idetr.bench.rows import ROWS, Row, default_rows, uses_archive
 from v2idetr.bench.schedule import Schedule
+from v2idetr.bench.tables import METRICS, default_pairs, format_table, paired_differences, summarise
 from v2idetr.config import shipped_configs
 from v2idetr.data.archive import ARCHIVE_FILE, synthetic_archive
 from v2idetr.data.load import load_index
@@ -43,9 +42,6 @@ SIZES = {
     "lite": ("student-lite.yaml", "teacher-lite.yaml"),
     "r50": ("student-r50.yaml", "teacher-r50.yaml"),
 }
-METRICS = ("AP", "AP50", "AP75", "f1", "AP50_degraded", "AP50_degraded_one_frame", "AP50_one_frame_suffices")
-# the share of the baseline-to-teacher gap is reported for these
-GAP_METRICS = ("AP50", "AP50_degraded", "AP50_degraded_one_frame", "AP50_one_frame_suffices")
 
 
 @dataclass
@@ -203,88 +199,6 @@ def _test_record(record: dict[str, Any], scored: tuple[Path, Path, str], splits:
     return record
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    kept = [v for v in values if v is not None]
-    if not kept:
-        return None, None
-    return float(np.mean(kept)), float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0
-
-
-def gap_closed(baseline: float | None, teacher: float | None, row: float | None) -> float | None:
-    """The share of the baseline-to-teacher gap ``row`` closes; None unless the teacher leads, since
-    a ratio over a gap that is not there (or is noise around zero) says nothing."""
-    if baseline is None or teacher is None or row is None or teacher <= baseline:
-        return None
-    return (row - baseline) / (teacher - baseline)
-
-
-def summarise(records: list[dict[str, Any]], rows: Sequence[str]) -> dict[str, Any]:
-    """Mean and standard deviation over seeds per row; the share of the baseline-to-teacher AP50 gap
-    each row closes on all frames and on degraded frames (per seed where the teacher leads, then
-    averaged; ``seeds`` in the entry says over how many)."""
-    table: dict[str, Any] = {}
-    for name in rows:
-        mine = [r for r in records if r["row"] == name]
-        if not mine:
-            continue
-        table[name] = {"seeds": sorted(r["seed"] for r in mine),
-                       "minutes": float(np.mean([r["minutes"] for r in mine]))}
-        for key in METRICS:
-            table[name][key] = dict(zip(("mean", "std"), _mean_std([r.get(key) for r in mine]), strict=True))
-    by_seed = {(r["row"], r["seed"]): r for r in records}
-    for name, entry in table.items():
-        for key in GAP_METRICS:
-            gaps = []
-            for seed in entry["seeds"]:
-                base, teach, me = (by_seed.get((n, seed)) or {} for n in ("baseline", "teacher", name))
-                gap = gap_closed(base.get(key), teach.get(key), me.get(key))
-                if gap is not None:
-                    gaps.append(gap)
-            entry[f"gap_closed_{key}"] = (
-                {**dict(zip(("mean", "std"), _mean_std(gaps), strict=True)), "seeds": len(gaps)} if gaps else None
-            )
-        ratios = [me["AP50"] / ceiling["AP50"] for seed in entry["seeds"]
-                  if (me := by_seed[(name, seed)]).get("AP50") is not None
-                  and (ceiling := by_seed.get(("baseline-all-labels", seed)) or {}).get("AP50")]
-        entry["of_all_labels_AP50"] = (
-            {**dict(zip(("mean", "std"), _mean_std(ratios), strict=True)), "seeds": len(ratios)} if ratios else None
-        )
-    return table
-
-
-def format_table(table: dict[str, Any], header: str) -> str:
-    def cell(entry: dict[str, Any] | None, of: int | None = None) -> str:
-        if not entry or entry["mean"] is None:
-            return "n/a"
-        text = f"{entry['mean']:.3f} ± {entry['std']:.3f}"
-        return text + (f" ({entry['seeds']} of {of} seeds)" if of is not None and entry["seeds"] < of else "")
-
-    lines = [header, "",
-             "| row | what | seeds | AP | AP50 | AP75 | F1 | AP50 degraded | AP50 degraded, one frame suffices "
-             "| AP50, one frame suffices | gap closed (AP50) | gap closed (AP50 degraded) "
-             "| gap closed (AP50 degraded, one frame suffices) | gap closed (AP50, one frame suffices) "
-             "| of all-labels AP50 | train min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, e in table.items():
-        lines.append(
-            f"| {name} | {ROWS[name].description} | {len(e['seeds'])} | {cell(e['AP'])} | {cell(e['AP50'])} | "
-            f"{cell(e['AP75'])} | {cell(e['f1'])} | {cell(e['AP50_degraded'])} | "
-            f"{cell(e['AP50_degraded_one_frame'])} | {cell(e['AP50_one_frame_suffices'])} | "
-            + " | ".join(cell(e[f"gap_closed_{key}"], len(e["seeds"])) for key in GAP_METRICS)
-            + f" | {cell(e.get('of_all_labels_AP50'), len(e['seeds']))} | {e['minutes']:.1f} |"
-        )
-    lines += ["", "Gap closed = (row - baseline) / (teacher - baseline) of AP50 on all test frames, on the "
-              "degraded ones (every degradation but none), on the degraded ones one frame suffices for, and on "
-              "every frame one frame suffices for. One frame does not suffice for the synthetic `hopeless` frames "
-              "(the lesion left no trace: only a video model can find it; nor, on data from generator 1.0, for "
-              "`distractor` frames, whose look-alike was drawn exactly like a lesion), so the last two are what a "
-              "single-frame student can take of the teacher's lead. Per seed, then mean ± standard deviation over "
-              "the seeds where the teacher leads the baseline (n/a where it leads on none: there is no gap to close). "
-              "Of all-labels AP50 = row / baseline-all-labels AP50 per seed: how much of what every label would "
-              "give a row reaches with the label budget."]
-    return "\n".join(lines) + "\n"
-
-
 def benchmark_accuracy(
     out: str | Path,
     rows: Sequence[str] | None = None,
@@ -304,6 +218,7 @@ def benchmark_accuracy(
     unlabelled_videos: int = 0,
     unlabelled: str | None = None,
     overwrite: bool = False,
+    compare: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Run every (row, seed) not done yet and write ``results.json`` / ``results.md`` under ``out``.
 
@@ -314,7 +229,8 @@ def benchmark_accuracy(
     label). The archive rows also distil on videos nobody labelled: ``unlabelled_videos`` synthetic
     ones (`synthetic_archive`), or your own archive ``unlabelled`` (``data.unlabelled``). A folder
     keeps its settings (`check_settings`): only rows and seeds can be added to it; ``overwrite``
-    deletes what an earlier benchmark wrote there (`clear_benchmark`) first.
+    deletes what an earlier benchmark wrote there (`clear_benchmark`) first. ``compare``: pairs
+    ``(row, control)`` of ``rows`` whose per-seed differences the tables add to `default_pairs`'.
     """
     if label_every < 1:
         raise ConfigError(f"--label-every {label_every}: expected >= 1 (1: every training frame labelled)")
@@ -322,6 +238,10 @@ def benchmark_accuracy(
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
         raise ConfigError(f"--rows: unknown {unknown}; expected any of {', '.join(ROWS)}")
+    outside = [f"{a}:{b}" for a, b in compare if a not in rows or b not in rows]
+    if outside:
+        raise ConfigError(f"--compare {' '.join(outside)}: both rows of a pair must be among --rows {' '.join(rows)}")
+    pairs = list(dict.fromkeys([*default_pairs(rows), *compare]))
     if size not in SIZES:
         raise ConfigError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
     if not seeds:
@@ -384,7 +304,9 @@ def benchmark_accuracy(
             records.append(
                 _run_one(ROWS[name], seed, out, splits, size, schedule, list(overrides), progress)
             )
-            table = summarise(records, rows)
-            atomic_write_json(out / "results.json", {"header": header, "rows": table, "runs": records}, indent=2)
-            atomic_write_text(out / "results.md", format_table(table, header))
-    return {"header": header, "rows": summarise(records, rows), "runs": records}
+            table, paired = summarise(records, rows), paired_differences(records, pairs)
+            atomic_write_json(out / "results.json", {"header": header, "rows": table, "paired": paired,
+                                                     "runs": records}, indent=2)
+            atomic_write_text(out / "results.md", format_table(table, header, paired))
+    return {"header": header, "rows": summarise(records, rows), "paired": paired_differences(records, pairs),
+            "runs": records}

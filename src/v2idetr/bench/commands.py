@@ -61,7 +61,8 @@ def _bench_train_step(args: argparse.Namespace) -> int:
 
 
 def _bench_accuracy(args: argparse.Namespace) -> int:
-    from v2idetr.bench.accuracy import benchmark_accuracy, format_table
+    from v2idetr.bench.accuracy import benchmark_accuracy
+    from v2idetr.bench.tables import format_table, parse_pair
 
     api.set_threads(args.threads)
     data = None
@@ -69,9 +70,10 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         if not (args.train and args.val):
             raise SystemExit("v2idetr bench accuracy: give both --train and --val (and optionally --test)")
         data = (args.train, args.val, args.test)
-    # `--rows a b key=value` hands the overrides to --rows (argparse cannot tell): no row has a "="
+    # `--rows a b key=value` hands the overrides to --rows or --compare (argparse cannot tell): no row has a "="
     rows = [r for r in args.rows or () if "=" not in r]
-    overrides = [*args.overrides, *(r for r in args.rows or () if "=" in r)]
+    compare = [parse_pair(p) for p in args.compare or () if "=" not in p]
+    overrides = [*args.overrides, *(r for r in [*(args.rows or ()), *(args.compare or ())] if "=" in r)]
     result = benchmark_accuracy(
         args.out,
         rows=rows or None,
@@ -91,8 +93,9 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
         label_every=args.label_every,
         unlabelled_videos=args.unlabelled_videos,
         unlabelled=args.unlabelled,
+        compare=compare,
     )
-    print(format_table(result["rows"], result["header"]))
+    print(format_table(result["rows"], result["header"], result["paired"]))
     print(f"wrote {args.out}/results.md and results.json")
     return 0
 
@@ -139,6 +142,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--rows", nargs="+", default=None,
                    help="subset of rows (default: all; the archive rows only with an archive)")
     a.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
+    a.add_argument("--compare", nargs="+", default=None, metavar="ROW:CONTROL",
+                   help="paired differences per seed (row - control) to add to the tables; each X-image-teacher "
+                   "row is paired with X anyway. Both rows must be among --rows; finished runs are reused, so "
+                   "rerunning a finished command with --compare only redoes the tables")
     a.add_argument("--steps", type=positive_int, default=800, help="training steps of every row")
     a.add_argument("--teacher-steps", type=positive_int, default=None,
                    help="with --student-steps, one lineage as in `v2idetr demo`: teachers start from the baseline "
