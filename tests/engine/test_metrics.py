@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
+from v2idetr.engine.coco_eval import coco_metrics
 from v2idetr.engine.metrics import (
-    coco_metrics,
     filter_detections,
     image_level_metrics,
     match_frames,

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from v2idetr.atomic import atomic_write, atomic_write_text
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.pseudo_labels import reject_pseudo_labels
+from v2idetr.engine.coco_eval import CocoBoxEval
 from v2idetr.engine.metrics import (
-    CocoBoxEval,
     FrameMatch,
     Predictions,
     Protocol,
