@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from v2idetr.data.formats.sun import mask_boxes, parse_sun_line, read_sun, read_sun_seg
+from v2idetr.data.formats.sun import parse_sun_line, read_sun
+from v2idetr.data.formats.sun_seg import mask_boxes, read_sun_seg
 from v2idetr.errors import DatasetError
 
 W, H = 48, 32
