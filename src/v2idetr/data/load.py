@@ -17,8 +17,9 @@ import logging
 from pathlib import Path
 
 from v2idetr.data.formats.buv import scan_buv
-from v2idetr.data.formats.cocovid import ProblemLog, Scan, name_matches, scan_coco_vid
+from v2idetr.data.formats.cocovid import scan_coco_vid
 from v2idetr.data.formats.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, scan_image_folder, scan_video_file
+from v2idetr.data.formats.scan import ProblemLog, Scan, name_matches
 from v2idetr.data.formats.sun import scan_sun
 from v2idetr.data.formats.sun_seg import scan_sun_seg
 from v2idetr.data.formats.videos import holds_videos, scan_video_tree

@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from v2idetr.atomic import atomic_write, atomic_write_json, remove_stale_temps
 from v2idetr.data.clips import ClipSampling
-from v2idetr.data.formats.cocovid import ProblemLog, Scan
 from v2idetr.data.formats.media import IMAGE_EXTENSIONS, logged_image_size
+from v2idetr.data.formats.scan import ProblemLog, Scan
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 from v2idetr.data.io import read_frame
 from v2idetr.data.load import load_index

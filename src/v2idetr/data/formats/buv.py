@@ -31,7 +31,8 @@ import logging
 import os
 from pathlib import Path
 
-from v2idetr.data.formats.cocovid import ProblemLog, Scan, load_json, name_matches, scan_coco_vid_doc
+from v2idetr.data.formats.cocovid import scan_coco_vid_doc
+from v2idetr.data.formats.scan import ProblemLog, Scan, load_json, name_matches
 from v2idetr.data.index import DatasetIndex
 from v2idetr.errors import ConfigError
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 from PIL import Image, UnidentifiedImageError
 
-from v2idetr.data.formats.cocovid import ProblemLog, Scan
+from v2idetr.data.formats.scan import ProblemLog, Scan
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from v2idetr.data.formats.cocovid import ProblemLog, Scan, as_int, check_box
 from v2idetr.data.formats.media import image_files, logged_image_size, natural_key
+from v2idetr.data.formats.scan import ProblemLog, Scan, as_int, check_box
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from v2idetr.data.formats.cocovid import ProblemLog, Scan, as_int, check_box, load_json
 from v2idetr.data.formats.media import IMAGE_ERRORS, image_files, logged_image_size, natural_key
+from v2idetr.data.formats.scan import ProblemLog, Scan, as_int, check_box, load_json
 from v2idetr.data.index import DatasetIndex, FrameRecord, VideoRecord
 
 log = logging.getLogger(__name__)

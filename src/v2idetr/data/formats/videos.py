@@ -16,7 +16,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from v2idetr.data.formats.cocovid import ProblemLog, Scan
 from v2idetr.data.formats.media import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -24,6 +23,7 @@ from v2idetr.data.formats.media import (
     scan_image_folder,
     scan_video_file,
 )
+from v2idetr.data.formats.scan import ProblemLog, Scan
 from v2idetr.data.index import DatasetIndex, VideoRecord
 
 
