@@ -43,6 +43,15 @@ def test_summary_means_stds_and_gap_closed() -> None:
     worse = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.5), rec("student", 0, 0.7)]
     assert summarise(worse, ["student"])["student"]["gap_closed_AP50"] is None
     assert gap_closed(0.6, 0.8, 0.7) == pytest.approx(0.5) and gap_closed(0.6, 0.6, 0.7) is None
+    # of the means: mean(row - baseline) / mean(teacher - baseline) over the seeds, not a mean of ratios
+    assert table["student"]["gap_closed_of_means_AP50"] == pytest.approx((0.1 + 0.3) / (0.2 + 0.4))
+    tiny_gap = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.61), rec("student", 0, 0.7),
+                rec("baseline", 1, 0.5), rec("teacher", 1, 0.9), rec("student", 1, 0.8)]
+    entry = summarise(tiny_gap, ["student"])["student"]
+    assert entry["gap_closed_AP50"]["mean"] == pytest.approx((10.0 + 0.75) / 2)  # seed 0's share blows up
+    assert entry["gap_closed_of_means_AP50"] == pytest.approx(0.4 / 0.41)
+    assert "| 5.375 ± 6.541 | 0.976 |" in format_table({"student": entry}, "# t")
+    assert summarise(worse, ["student"])["student"]["gap_closed_of_means_AP50"] is None
     # the share of the all-labels ceiling's AP50, per seed
     ceiling = [rec("baseline-all-labels", 0, 0.8), rec("baseline-all-labels", 1, 1.0)]
     shares = summarise(records + ceiling, ["student", "baseline-all-labels"])
