@@ -298,6 +298,8 @@ def benchmark_accuracy(
               + (f"overrides: `{' '.join(overrides)}`; " if overrides else "")
               + f"numbers on the {split_name}; image-level protocol yona.")
     records: list[dict[str, Any]] = []
+    table: dict[str, Any] = {}
+    paired: list[dict[str, Any]] = []
     for seed in seeds:
         for name in rows:
             print(f"== {name} (seed {seed}) ==", flush=True)
@@ -308,5 +310,4 @@ def benchmark_accuracy(
             atomic_write_json(out / "results.json", {"header": header, "rows": table, "paired": paired,
                                                      "runs": records}, indent=2)
             atomic_write_text(out / "results.md", format_table(table, header, paired))
-    return {"header": header, "rows": summarise(records, rows), "paired": paired_differences(records, pairs),
-            "runs": records}
+    return {"header": header, "rows": table, "paired": paired, "runs": records}

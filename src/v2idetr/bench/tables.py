@@ -30,6 +30,14 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(np.mean(kept)), float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0
 
 
+def _over_seeds(values: list[float]) -> dict[str, Any] | None:
+    """Mean, standard deviation and how many seeds they rest on; None for no seed."""
+    if not values:
+        return None
+    mean, std = _mean_std(list(values))
+    return {"mean": mean, "std": std, "seeds": len(values)}
+
+
 def gap_closed(baseline: float | None, teacher: float | None, row: float | None) -> float | None:
     """The share of the baseline-to-teacher gap ``row`` closes; None unless the teacher leads, since
     a ratio over a gap that is not there (or is noise around zero) says nothing."""
@@ -71,18 +79,14 @@ def summarise(records: list[dict[str, Any]], rows: Sequence[str]) -> dict[str, A
                 gap = gap_closed(base.get(key), teach.get(key), me.get(key))
                 if gap is not None:
                     gaps.append(gap)
-            entry[f"gap_closed_{key}"] = (
-                {**dict(zip(("mean", "std"), _mean_std(gaps), strict=True)), "seeds": len(gaps)} if gaps else None
-            )
+            entry[f"gap_closed_{key}"] = _over_seeds(gaps)
         entry["gap_closed_of_means_AP50"] = _gap_of_means([
             tuple((by_seed.get((n, seed)) or {}).get("AP50") for n in ("baseline", "teacher", name))
             for seed in entry["seeds"]])
         ratios = [me["AP50"] / ceiling["AP50"] for seed in entry["seeds"]
                   if (me := by_seed[(name, seed)]).get("AP50") is not None
                   and (ceiling := by_seed.get(("baseline-all-labels", seed)) or {}).get("AP50")]
-        entry["of_all_labels_AP50"] = (
-            {**dict(zip(("mean", "std"), _mean_std(ratios), strict=True)), "seeds": len(ratios)} if ratios else None
-        )
+        entry["of_all_labels_AP50"] = _over_seeds(ratios)
     return table
 
 
