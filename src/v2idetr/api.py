@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from v2idetr.config import Config, config_from_dict, config_to_dict, load_config, unlabelled_per_batch
+from v2idetr.config import Config, config_to_dict, load_config, unlabelled_per_batch
 from v2idetr.data import pseudo_labels
 from v2idetr.data.archive import load_archives
 from v2idetr.data.clips import ClipSampling
@@ -37,8 +37,9 @@ from v2idetr.engine.evaluator import evaluate as evaluate_predictions
 from v2idetr.engine.inference import build_eval_loader, is_unlabelled, predict_loader
 from v2idetr.engine.metrics import resolve_protocol, select_detections
 from v2idetr.engine.run_folder import claim_run_folder
-from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, resolve_device, seed_everything
-from v2idetr.errors import CheckpointError, ConfigError, DatasetError
+from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, seed_everything
+from v2idetr.engine.weights import init_weights_from, load_model
+from v2idetr.errors import ConfigError, DatasetError
 from v2idetr.models.build import build, build_model
 from v2idetr.models.postprocess import PostProcess
 from v2idetr.models.teacher import FrameTeacher, TeacherView, VideoTeacher
@@ -245,59 +246,6 @@ def _frozen_start(cfg: Config, num_classes: int, teacher_ckpt: Checkpoint, train
     source = teacher_ckpt if cfg.distill.init_from_teacher else cfg.train.init_from
     init_weights_from(start, source, train_index, key="distill.tfd_target=residual")
     return start
-
-
-def init_weights_from(model: nn.Module, source_ckpt: str | Path | Checkpoint, train_index: DatasetIndex,
-                      key: str = "train.init_from", hint: str = "") -> None:
-    """Load a checkpoint's weights into ``model`` before training (``key``: the option that asked).
-
-    An image detector's weights start a teacher's shared detector (its temporal module starts fresh),
-    and a teacher's shared detector starts an image model (a student); every other weight must fit
-    exactly, so a typo'd architecture fails here instead of training half-initialised."""
-    ckpt = source_ckpt if isinstance(source_ckpt, Checkpoint) else load_checkpoint(Path(source_ckpt))
-    path = ckpt.path
-    where = f"{path} ({key})"
-    if ckpt.meta.get("category_ids") != train_index.category_ids:
-        raise ConfigError(
-            f"{where}: trained on categories {ckpt.meta.get('category_ids')}, data.train has "
-            f"{train_index.category_ids}"
-        )
-    source = ckpt.ema if ckpt.ema is not None else ckpt.model  # the EMA's weights are the evaluated ones
-    own = model.state_dict()
-    teacher_model, teacher_ckpt = isinstance(model, VideoTeacher), ckpt.kind == "teacher"
-    if teacher_model and not teacher_ckpt:
-        source = {f"detector.{k}": v for k, v in source.items()}
-    elif teacher_ckpt and not teacher_model:
-        source = {k.removeprefix("detector."): v for k, v in source.items() if k.startswith("detector.")}
-    fresh = [k for k in own if k not in source]
-    wrong = [k for k in own if k in source and source[k].shape != own[k].shape]
-    unused = [k for k in source if k not in own]
-    if wrong or unused or any(not k.startswith("temporal.") for k in fresh):
-        raise ConfigError(
-            f"{where}: its weights do not fit this config's model (shapes differ: {wrong[:5]}; not in the "
-            f"checkpoint: {[k for k in fresh if not k.startswith('temporal.')][:5]}; not in the model: "
-            f"{unused[:5]}); only a teacher's temporal module may start fresh{hint}"
-        )
-    model.load_state_dict({**own, **source})
-    log.info("initialised from %s%s", path, " (the temporal module starts fresh)" if fresh else "")
-
-
-def load_model(
-    checkpoint: str | Path | Checkpoint, device: str = "cpu"
-) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained with and load its weights (strictly)."""
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(Path(checkpoint))
-    cfg = config_from_dict(ckpt.config)
-    model = build_model(cfg, int(ckpt.meta["num_classes"]))
-    missing, unexpected = model.load_state_dict(ckpt.model, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{ckpt.path}: weights do not fit the model built from its config "
-            f"(missing keys: {missing[:10]}{' ...' if len(missing) > 10 else ''}; "
-            f"unexpected keys: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''})"
-        )
-    model.to(resolve_device(device)).eval()
-    return model, cfg, ckpt.meta
 
 
 def _check_checkpoint_classes(index: DatasetIndex, meta: dict[str, Any], data: str | Path) -> None:

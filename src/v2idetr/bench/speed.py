@@ -34,6 +34,7 @@ from v2idetr.config import Config, load_config
 from v2idetr.deploy.engines import build_engine
 from v2idetr.deploy.inference_model import InferenceModel
 from v2idetr.engine.trainer import resolve_device
+from v2idetr.engine.weights import load_model
 from v2idetr.errors import CheckpointError, ConfigError
 from v2idetr.models.build import build_model
 from v2idetr.models.fold_norms import fold_backbone_norms
@@ -107,8 +108,6 @@ def _model(name: str, cfg: Config, checkpoint: str | None, num_classes: int) -> 
         cfg = copy.deepcopy(cfg)
         cfg.model.backbone_weights = "none"  # random weights cost the same and need no download
         return build_model(cfg, num_classes)
-    from v2idetr.api import load_model
-
     model, _, meta = load_model(checkpoint, device="cpu")
     if (meta.get("kind") == "teacher") != (name == "teacher"):
         raise CheckpointError(f"{checkpoint}: --{name} needs {'a teacher' if name == 'teacher' else 'an image model'} checkpoint")

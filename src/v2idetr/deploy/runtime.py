@@ -32,6 +32,7 @@ from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.inference import eval_clip_mode
 from v2idetr.engine.metrics import Protocol, resolve_protocol, select_detections
 from v2idetr.engine.trainer import resolve_device
+from v2idetr.engine.weights import load_model
 from v2idetr.errors import CheckpointError, ConfigError
 from v2idetr.models.fold_norms import fold_backbone_norms
 from v2idetr.precision import PRECISIONS
@@ -213,8 +214,6 @@ class _TorchRuntime(FrameDetector):
         ``engine``: ``eager``, ``compile`` or ``graph`` (CUDA graphs; see ``deploy.engines``);
         ``fold_norms``: the backbone's batch norms folded into its convolutions (``models.fold_norms``:
         the same outputs, faster)."""
-        from v2idetr.api import load_model
-
         ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(Path(path))
         if (ckpt.kind == "teacher") != cls.runs_teachers:
             raise _wrong_kind(ckpt.path or path, not cls.runs_teachers)
