@@ -34,7 +34,7 @@ def _over_seeds(values: list[float]) -> dict[str, Any] | None:
     """Mean, standard deviation and how many seeds they rest on; None for no seed."""
     if not values:
         return None
-    mean, std = _mean_std(list(values))
+    mean, std = _mean_std(values)
     return {"mean": mean, "std": std, "seeds": len(values)}
 
 
@@ -158,10 +158,10 @@ def paired_differences(records: list[dict[str, Any]], pairs: Sequence[tuple[str,
                     and (theirs := by_seed.get((control, seed))) is not None
                     and mine.get(key) is not None and theirs.get(key) is not None]
             diffs = [a - b for a, b in both]
-            mean, std = _mean_std(diffs)
-            entry[key] = None if mean is None else {
-                "mean": mean, "std": std, "seeds": len(diffs), "ahead": sum(d > 0 for d in diffs),
-                "spread": max(std or 0.0, *(_mean_std(list(side))[1] or 0.0 for side in zip(*both, strict=True)))}
+            stats = _over_seeds(diffs)
+            entry[key] = None if stats is None else {
+                **stats, "ahead": sum(d > 0 for d in diffs),
+                "spread": max(stats["std"], *(_mean_std(list(side))[1] or 0.0 for side in zip(*both, strict=True)))}
         result.append(entry)
     return result
 
