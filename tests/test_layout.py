@@ -19,3 +19,14 @@ def test_lower_layers_do_not_import_the_api() -> None:
     offenders = [p.relative_to(SRC).as_posix() for layer in ("data", "models", "distill", "engine")
                  for p in (SRC / layer).rglob("*.py") if upward.search(p.read_text())]
     assert not offenders, offenders
+
+
+def test_deployment_does_not_load_the_trainer() -> None:
+    """Running a student (`Detector`, `predict`, live video) needs no training code loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys, v2idetr.deploy.runtime, v2idetr.deploy.predict, v2idetr.deploy.live; "
+            "print(sorted(m for m in sys.modules if m.startswith('v2idetr.engine.trainer')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -46,7 +46,7 @@ def _bench_train_step(args: argparse.Namespace) -> int:
     from v2idetr.bench.speed import teacher_config
     from v2idetr.bench.train_speed import benchmark_train_step, format_train_table
     from v2idetr.config import load_config
-    from v2idetr.engine.trainer import resolve_device
+    from v2idetr.devices import resolve_device
 
     student = load_config(args.config, args.overrides)
     teacher = teacher_config(student, args.frames, args.teacher_config, args.overrides)

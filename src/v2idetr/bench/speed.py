@@ -33,7 +33,7 @@ from v2idetr.atomic import atomic_write_json
 from v2idetr.config import Config, load_config
 from v2idetr.deploy.engines import build_engine
 from v2idetr.deploy.inference_model import InferenceModel
-from v2idetr.engine.trainer import resolve_device
+from v2idetr.devices import resolve_device
 from v2idetr.engine.weights import load_model
 from v2idetr.errors import CheckpointError, ConfigError
 from v2idetr.models.build import build_model

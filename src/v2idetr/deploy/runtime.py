@@ -28,10 +28,10 @@ from v2idetr.deploy.engines import build_engine
 from v2idetr.deploy.inference_model import InferenceModel
 from v2idetr.deploy.live import END, LiveFrame, LiveReader, LiveSpec, LiveStream, live_source, teacher_refused
 from v2idetr.deploy.preprocess import PreparedBatch, as_rgb_array, prepare_batch, split_frames
+from v2idetr.devices import resolve_device
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
 from v2idetr.engine.inference import eval_clip_mode
 from v2idetr.engine.metrics import Protocol, resolve_protocol, select_detections
-from v2idetr.engine.trainer import resolve_device
 from v2idetr.engine.weights import load_model
 from v2idetr.errors import CheckpointError, ConfigError
 from v2idetr.models.fold_norms import fold_backbone_norms

@@ -82,6 +82,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+class LossWindow:
+    """The mean of each loss term over the steps since the last ``take``: what each ``train`` line of
+    ``metrics.jsonl`` reports. Per-layer auxiliary terms (names ending in a digit) stay out of it."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for name, value in losses.items():
+            if not name[-1].isdigit():
+                self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+        self.steps += 1
+
+    def take(self) -> dict[str, float]:
+        """The means since the last call, then a new window."""
+        means = {name: total / max(self.steps, 1) for name, total in self.sums.items()}
+        self.sums, self.steps = {}, 0
+        return means
+
+
 class Throughput:
     """Training frames per second over each logging window, and the device's peak memory so far.
 

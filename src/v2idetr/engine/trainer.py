@@ -30,6 +30,7 @@ from v2idetr.data.clips import ClipDataset, ClipSampling
 from v2idetr.data.collate import Batch
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.sampler import ResumableSampler, UnlabelledCoverage
+from v2idetr.devices import resolve_device
 from v2idetr.engine.checkpoint import prune_step_checkpoints, step_checkpoint_files, step_checkpoint_path
 from v2idetr.engine.distributed import (
     DistContext,
@@ -46,7 +47,7 @@ from v2idetr.engine.distributed import (
 from v2idetr.engine.evaluator import evaluate
 from v2idetr.engine.inference import build_eval_loader, predict_loader
 from v2idetr.engine.run_folder import CONFIG_FILE, RunClaim, config_with_run_id, new_run_id, resume_checkpoint
-from v2idetr.engine.run_log import MetricsLog, StopFlag, Throughput
+from v2idetr.engine.run_log import LossWindow, MetricsLog, StopFlag, Throughput
 from v2idetr.engine.train_loader import build_train_loader, infinite_batches, training_clips
 from v2idetr.engine.train_state import (
     TrainState,
@@ -87,15 +88,6 @@ class DetectionObjective:
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
         outputs = self.model(batch.images, batch.masks, batch.targets)
         return self.criterion(outputs, batch.targets)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise V2IDetrError(f"train.device = {name!r}, but CUDA is not available on this machine")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -286,8 +278,7 @@ class Trainer:
         bad_in_a_row, bad_total = 0, 0
         skipped_frames: set[int] = set()
         started = time.monotonic()
-        window: dict[str, float] = {}
-        window_n = 0
+        window = LossWindow()
         throughput = Throughput(self.device, ctx.world_size)
         epoch_sum, epoch_n, epoch_seen = 0.0, 0, state.epoch
         stop_reason: str | None = None
@@ -356,16 +347,13 @@ class Trainer:
                 bad_in_a_row = 0
                 state.step += 1
                 epoch_sum, epoch_n = epoch_sum + loss.item(), epoch_n + 1
-                for name, value in losses.items():
-                    if not name[-1].isdigit():  # per-layer auxiliary terms stay out of the log
-                        window[name] = window.get(name, 0.0) + float(value.detach())
-                window_n += 1
+                window.add(losses)
                 throughput.add(int(batch.images.shape[0]))
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", ep=state.epoch,
                                 **({"unlabelled": coverage.describe()} if coverage is not None else {}))
                 if state.step % cfg.train.log_every == 0 or state.step == cfg.train.steps:
-                    means = mean_over_processes({k: v / window_n for k, v in window.items()}, ctx)
+                    means = mean_over_processes(window.take(), ctx)
                     metrics_log.write(
                         {
                             "type": "train",
@@ -381,7 +369,6 @@ class Trainer:
                             **({"unlabelled_seen": len(coverage.seen)} if coverage is not None else {}),
                         }
                     )
-                    window, window_n = {}, 0
                 if (
                     cfg.train.time_limit_min > 0
                     and time.monotonic() - started > 60 * cfg.train.time_limit_min

@@ -13,8 +13,8 @@ from torch import nn
 
 from v2idetr.config import Config, config_from_dict
 from v2idetr.data.index import DatasetIndex
+from v2idetr.devices import resolve_device
 from v2idetr.engine.checkpoint import Checkpoint, load_checkpoint
-from v2idetr.engine.trainer import resolve_device
 from v2idetr.errors import CheckpointError, ConfigError
 from v2idetr.models.build import build_model
 from v2idetr.models.teacher import VideoTeacher
