@@ -13,5 +13,7 @@ def test_auto_is_cuda_only_where_there_is_one():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_names_the_device_and_what_to_give():
-    with pytest.raises(V2IDetrError, match=r"device 'cuda:1': CUDA is not available.*give cpu, or auto"):
+    with pytest.raises(V2IDetrError, match=r"^device = 'cuda:1': CUDA is not available.*give cpu, or auto"):
         resolve_device("cuda:1")
+    with pytest.raises(V2IDetrError, match=r"^config key 'train.device' = 'cuda'"):
+        resolve_device("cuda", "config key 'train.device'")

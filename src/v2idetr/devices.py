@@ -11,12 +11,13 @@ import torch
 from v2idetr.errors import V2IDetrError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when this machine has it, else the CPU; a CUDA name without CUDA is an error."""
+def resolve_device(name: str, what: str = "device") -> torch.device:
+    """``auto``: CUDA when this machine has it, else the CPU; a CUDA name without CUDA is an error that
+    names ``what`` gave it (a config key, a flag)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise V2IDetrError(f"device {name!r}: CUDA is not available on this machine (give cpu, or auto to use CUDA "
+        raise V2IDetrError(f"{what} = {name!r}: CUDA is not available on this machine (give cpu, or auto to use CUDA "
                            "only where there is one)")
     return device

@@ -50,7 +50,7 @@ def _bench_train_step(args: argparse.Namespace) -> int:
 
     student = load_config(args.config, args.overrides)
     teacher = teacher_config(student, args.frames, args.teacher_config, args.overrides)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     rows = [row for batch in args.batch
             for row in benchmark_train_step(student, teacher, args.size, batch, device, steps=args.iters,
                                             warmup=args.warmup)]

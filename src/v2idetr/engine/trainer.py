@@ -138,7 +138,7 @@ class Trainer:
         self.run_id = run.run_id if run is not None else None
         # Under torchrun each process has its own GPU; known before fit() so that modules the caller
         # moves to trainer.device (the distillation teacher) land on the right one.
-        self.device = local_device(resolve_device(cfg.train.device))
+        self.device = local_device(resolve_device(cfg.train.device, "config key 'train.device'"))
         self.ctx = DistContext()
 
     def training_clips(self) -> ClipDataset:
