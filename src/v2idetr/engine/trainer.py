@@ -346,11 +346,12 @@ class Trainer:
                     state.ema.update_parameters(self.model)
                 bad_in_a_row = 0
                 state.step += 1
-                epoch_sum, epoch_n = epoch_sum + loss.item(), epoch_n + 1
+                loss_value = loss.item()  # one host sync for the epoch mean and the progress bar
+                epoch_sum, epoch_n = epoch_sum + loss_value, epoch_n + 1
                 window.add(losses)
                 throughput.add(int(batch.images.shape[0]))
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", ep=state.epoch,
+                bar.set_postfix(loss=f"{loss_value:.3f}", ep=state.epoch,
                                 **({"unlabelled": coverage.describe()} if coverage is not None else {}))
                 if state.step % cfg.train.log_every == 0 or state.step == cfg.train.steps:
                     means = mean_over_processes(window.take(), ctx)
