@@ -34,10 +34,10 @@ from v2idetr.errors import ConfigError
 from v2idetr.models.backbone import Backbone, FeatureMaps
 from v2idetr.models.deformable_attention import LevelSizes
 from v2idetr.models.denoising import DenoisingGenerator
+from v2idetr.models.query_selection import QuerySelector
 from v2idetr.models.transformer import (
     DeformableDecoder,
     DeformableEncoder,
-    QuerySelector,
     flatten_levels,
     spatial_layout,
     valid_ratios,
