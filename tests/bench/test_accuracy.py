@@ -127,10 +127,10 @@ def test_overrides_after_rows_are_overrides_not_rows(monkeypatch, tmp_path: Path
 
 
 def test_label_budget_rows(tmp_path: Path) -> None:
-    """--label-every K: rows train on 1 frame in K labelled, baseline-all-labels on every label; the
+    """--label-every K: rows train on 1 frame in K labelled, the -all-labels rows on every label; the
     image-teacher row learns from the baseline but starts where student-unlabelled starts."""
     out = tmp_path / "acc"
-    rows = ["baseline-all-labels", "student-unlabelled", "student-unlabelled-image-teacher",
+    rows = ["baseline-all-labels", "student-all-labels", "student-unlabelled", "student-unlabelled-image-teacher",
             "student-unlabelled-static-teacher"]
     args = ["bench", "accuracy", "--out", str(out), "--rows", *rows, "--seeds", "0", "--steps", "2",
             "--label-every", "3", "--videos", "4", "--frames", "6", "--frame-size", "64", "--no-progress", *QUICK]
@@ -146,6 +146,9 @@ def test_label_budget_rows(tmp_path: Path) -> None:
     doc = json.loads(Path(budget).read_text())
     assert sum(im.get("labelled", True) for im in doc["images"]) * 3 == len(doc["images"])
     assert config("teacher")["data"]["train"] == budget == config("student-unlabelled")["data"]["train"]
+    oracle = config("student-all-labels")  # the teacher's student on every label: the budget's ceiling
+    assert oracle["data"]["train"] == config("baseline-all-labels")["data"]["train"]
+    assert oracle["distill"]["tfd"] == oracle["distill"]["cqd"] == 0.0 and oracle["distill"]["init_from_teacher"]
     image = config("student-unlabelled-image-teacher")
     assert image["distill"]["unlabelled"] == 0.5 and not image["distill"]["init_from_teacher"]
     assert image["train"]["init_from"].endswith("runs/teacher/seed-0/best.ckpt")

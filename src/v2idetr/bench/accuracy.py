@@ -225,7 +225,7 @@ def benchmark_accuracy(
     ``data = (train, val, test)`` uses your own COCO-VID files (without a test file the validation
     split is reported, and the table says so); otherwise ``preset`` generates ``synth = (videos,
     frames, size)`` synthetic data and ``test_videos`` test videos. ``label_every = K`` trains on
-    1 labelled frame in K per training video, the rest unlabelled (``baseline-all-labels`` keeps every
+    1 labelled frame in K per training video, the rest unlabelled (the ``-all-labels`` rows keep every
     label). The archive rows also distil on videos nobody labelled: ``unlabelled_videos`` synthetic
     ones (`synthetic_archive`), or your own archive ``unlabelled`` (``data.unlabelled``). A folder
     keeps its settings (`check_settings`): only rows and seeds can be added to it; ``overwrite``

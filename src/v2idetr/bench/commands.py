@@ -156,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "kept) instead of K or --steps: pseudo-label students need more than a lineage's tail")
     a.add_argument("--label-every", type=positive_int, default=1,
                    help="label budget: keep the labels of 1 training frame in K per video, the rest unlabelled "
-                   "(`data sparsify`); baseline-all-labels keeps them all (default 1: every frame labelled)")
+                   "(`data sparsify`); the -all-labels rows keep them all (default 1: every frame labelled)")
     a.add_argument("--unlabelled-videos", type=non_negative_int, default=0, metavar="N",
                    help="an archive of N synthetic videos nobody labelled (other generator seeds), which the "
                    "student-archive rows distil on (default: 0, no archive and no archive rows)")

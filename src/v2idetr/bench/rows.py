@@ -75,6 +75,10 @@ ROWS: dict[str, Row] = {
             view="key-frame"),
         Row("student-init-only", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
             "student from the teacher's weights, no distillation loss (control)"),
+        Row("student-all-labels", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
+            "student-init-only on every training frame's true labels (synthetic or fully labelled data): what labels "
+            "could give the teacher's single-frame student in its steps, the ceiling of the rows that learn from the "
+            "unlabelled frames", labels="all"),
         Row("student-init-only-image-teacher", "distill", "student", ("distill.tfd=0.0", "distill.cqd=0.0"),
             "student-init-only from the image baseline's weights: the baseline trained the students' steps more on "
             "the labelled frames (what those extra steps alone give)", teacher="baseline"),
