@@ -1,4 +1,4 @@
-"""Deformable transformer: encoder and decoder with iterative box refinement (query selection: query_selection.py).
+"""Deformable transformer: the encoder, and the decoder with iterative box refinement.
 
 Conventions
 - Flattened multi-level tokens: ``[B, S, D]`` with ``S = sum_l h_l * w_l``, levels finest first,
