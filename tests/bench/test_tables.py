@@ -98,3 +98,19 @@ def test_pairs_named_and_by_default() -> None:
     rows = ["baseline", "student-archive-round2", "student-archive-round2-image-teacher",
             "student-unlabelled-image-teacher"]
     assert default_pairs(rows) == [("student-archive-round2", "student-archive-round2-image-teacher")]
+
+
+def test_share_of_the_single_frame_ceiling_gain_only_with_that_row() -> None:
+    records = [rec("baseline", 0, 0.6), rec("teacher", 0, 0.9), rec("student-all-labels", 0, 0.7),
+               rec("student", 0, 0.65), rec("baseline", 1, 0.5), rec("teacher", 1, 0.9),
+               rec("student-all-labels", 1, 0.7), rec("student", 1, 0.7)]
+    table = summarise(records, ["baseline", "student-all-labels", "student"])
+    # mean(row - baseline) / mean(ceiling - baseline): (0.05 + 0.2) / (0.1 + 0.2), not the teacher's gap
+    assert table["student"]["of_ceiling_gain_AP50"] == pytest.approx(0.25 / 0.3)
+    assert table["student-all-labels"]["of_ceiling_gain_AP50"] == pytest.approx(1.0)
+    text = format_table(table, "# t")
+    assert "of student-all-labels's gain" in text and "| 0.833 | 1.0 |" in text
+    assert text.splitlines()[2].count("|") == text.splitlines()[3].count("|") == text.splitlines()[4].count("|")
+    without = summarise([r for r in records if r["row"] != "student-all-labels"], ["baseline", "student"])
+    assert without["student"]["of_ceiling_gain_AP50"] is None
+    assert "gain" not in format_table(without, "# t")
