@@ -49,10 +49,13 @@ def gap_closed(baseline: float | None, teacher: float | None, row: float | None)
     return (row - baseline) / (teacher - baseline)
 
 
-def _gap_of_means(triples: list[tuple[float | None, ...]]) -> float | None:
-    """The gap closed by the mean difference over the seeds with a baseline, a teacher and the row:
-    mean(row - baseline) / mean(teacher - baseline). Unlike the per-seed shares it does not blow up on
-    a seed where the teacher barely leads; None unless the teacher leads on average."""
+def _gap_of_means(by_seed: dict[tuple[str, int], dict[str, Any]], seeds: Sequence[int], top: str,
+                  row: str) -> float | None:
+    """The AP50 gap from the baseline to ``top`` (the teacher, or another row) that ``row`` closes by
+    the mean difference over the seeds that have all three: mean(row - baseline) / mean(top - baseline).
+    Unlike the per-seed shares it does not blow up on a seed where ``top`` barely leads; None unless
+    ``top`` leads on average."""
+    triples = [tuple((by_seed.get((n, seed)) or {}).get("AP50") for n in ("baseline", top, row)) for seed in seeds]
     kept = [t for t in triples if None not in t]
     if not kept:
         return None
@@ -83,16 +86,12 @@ def summarise(records: list[dict[str, Any]], rows: Sequence[str]) -> dict[str, A
                 if gap is not None:
                     gaps.append(gap)
             entry[f"gap_closed_{key}"] = _over_seeds(gaps)
-        entry["gap_closed_of_means_AP50"] = _gap_of_means([
-            tuple((by_seed.get((n, seed)) or {}).get("AP50") for n in ("baseline", "teacher", name))
-            for seed in entry["seeds"]])
+        entry["gap_closed_of_means_AP50"] = _gap_of_means(by_seed, entry["seeds"], "teacher", name)
         ratios = [me["AP50"] / ceiling["AP50"] for seed in entry["seeds"]
                   if (me := by_seed[(name, seed)]).get("AP50") is not None
                   and (ceiling := by_seed.get(("baseline-all-labels", seed)) or {}).get("AP50")]
         entry["of_all_labels_AP50"] = _over_seeds(ratios)
-        entry["of_ceiling_gain_AP50"] = _gap_of_means([
-            tuple((by_seed.get((n, seed)) or {}).get("AP50") for n in ("baseline", SINGLE_FRAME_CEILING, name))
-            for seed in entry["seeds"]])
+        entry["of_ceiling_gain_AP50"] = _gap_of_means(by_seed, entry["seeds"], SINGLE_FRAME_CEILING, name)
     return table
 
 
@@ -107,26 +106,23 @@ def format_table(table: dict[str, Any], header: str, paired: Sequence[dict[str, 
         text = f"{entry['mean']:.3f} ± {entry['std']:.3f}"
         return text + (f" ({entry['seeds']} of {of} seeds)" if of is not None and entry["seeds"] < of else "")
 
+    # the share of the single-frame ceiling's gain: a column only when that row was run
     ceiling = any(e.get("of_ceiling_gain_AP50") is not None for e in table.values())
-    lines = [header, "",
-             "| row | what | seeds | AP | AP50 | AP75 | F1 | AP50 degraded | AP50 degraded, one frame suffices "
-             "| AP50, one frame suffices | gap closed (AP50) | gap closed (AP50, of the means) "
-             "| gap closed (AP50 degraded) "
-             "| gap closed (AP50 degraded, one frame suffices) | gap closed (AP50, one frame suffices) "
-             "| of all-labels AP50 |" + (f" of {SINGLE_FRAME_CEILING}'s gain (AP50, of the means) |" * ceiling)
-             + " train min |",
-             "|---" * (17 + ceiling) + "|"]
+    columns = ["row", "what", "seeds", "AP", "AP50", "AP75", "F1", "AP50 degraded",
+               "AP50 degraded, one frame suffices", "AP50, one frame suffices", "gap closed (AP50)",
+               "gap closed (AP50, of the means)", "gap closed (AP50 degraded)",
+               "gap closed (AP50 degraded, one frame suffices)", "gap closed (AP50, one frame suffices)",
+               "of all-labels AP50", *([f"of {SINGLE_FRAME_CEILING}'s gain (AP50, of the means)"] if ceiling else []),
+               "train min"]
+    lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for name, e in table.items():
         gaps = [cell(e[f"gap_closed_{key}"], len(e["seeds"])) for key in GAP_METRICS]
         gaps.insert(1, _share(e.get("gap_closed_of_means_AP50")))
-        lines.append(
-            f"| {name} | {ROWS[name].description} | {len(e['seeds'])} | {cell(e['AP'])} | {cell(e['AP50'])} | "
-            f"{cell(e['AP75'])} | {cell(e['f1'])} | {cell(e['AP50_degraded'])} | "
-            f"{cell(e['AP50_degraded_one_frame'])} | {cell(e['AP50_one_frame_suffices'])} | "
-            + " | ".join(gaps)
-            + f" | {cell(e.get('of_all_labels_AP50'), len(e['seeds']))} |"
-            + (f" {_share(e.get('of_ceiling_gain_AP50'))} |" * ceiling) + f" {e['minutes']:.1f} |"
-        )
+        cells = [name, ROWS[name].description, str(len(e["seeds"])), cell(e["AP"]), cell(e["AP50"]),
+                 cell(e["AP75"]), cell(e["f1"]), cell(e["AP50_degraded"]), cell(e["AP50_degraded_one_frame"]),
+                 cell(e["AP50_one_frame_suffices"]), *gaps, cell(e.get("of_all_labels_AP50"), len(e["seeds"])),
+                 *([_share(e.get("of_ceiling_gain_AP50"))] if ceiling else []), f"{e['minutes']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Gap closed = (row - baseline) / (teacher - baseline) of AP50 on all test frames, on the "
               "degraded ones (every degradation but none), on the degraded ones one frame suffices for, and on "
               "every frame one frame suffices for. One frame does not suffice for the synthetic `hopeless` frames "
@@ -141,7 +137,7 @@ def format_table(table: dict[str, Any], header: str, paired: Sequence[dict[str, 
               + (f" Of {SINGLE_FRAME_CEILING}'s gain = mean(row - baseline) / mean({SINGLE_FRAME_CEILING} - "
                  "baseline) of AP50 over the seeds: the gap closed towards what the teacher's single-frame student "
                  "reaches with every label, where a teacher's lead that is the clip's puts its own AP50 out of "
-                 "reach." * ceiling)]
+                 "reach." if ceiling else "")]
     return "\n".join(lines + format_paired(paired)) + "\n"
 
 
