@@ -36,8 +36,9 @@ from v2idetr.engine.coco_results import read_coco_results
 from v2idetr.engine.evaluator import evaluate as evaluate_predictions
 from v2idetr.engine.inference import build_eval_loader, is_unlabelled, predict_loader
 from v2idetr.engine.metrics import resolve_protocol, select_detections
+from v2idetr.engine.objective import DetectionObjective
 from v2idetr.engine.run_folder import claim_run_folder
-from v2idetr.engine.trainer import DetectionObjective, Trainer, TrainResult, seed_everything
+from v2idetr.engine.trainer import Trainer, TrainResult, seed_everything
 from v2idetr.engine.weights import init_weights_from, load_model
 from v2idetr.errors import ConfigError, DatasetError
 from v2idetr.models.build import build, build_model

@@ -38,6 +38,10 @@ class ConfigError(V2IDetrError):
     """A configuration key is unknown, has the wrong type or an invalid value."""
 
 
+class TrainingError(V2IDetrError):
+    """Training cannot go on (e.g. the loss keeps diverging)."""
+
+
 class CheckpointError(V2IDetrError):
     """A checkpoint is missing, corrupt, or belongs to another model."""
 

@@ -18,8 +18,7 @@ from v2idetr.data.synthetic import generate
 from v2idetr.demo import QUICK_MODEL
 from v2idetr.engine.checkpoint import load_checkpoint
 from v2idetr.engine.optim import lr_factor
-from v2idetr.engine.trainer import TrainingError
-from v2idetr.errors import ConfigError
+from v2idetr.errors import ConfigError, TrainingError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "student-tiny.yaml")
@@ -103,9 +102,9 @@ def test_resume_continues_exactly(tiny_synth, tmp_path: Path) -> None:
 
 
 def test_non_finite_loss_is_skipped_then_stops(tiny_synth, tmp_path: Path, monkeypatch) -> None:
-    from v2idetr.engine import trainer as trainer_module
+    from v2idetr.engine import objective as objective_module
 
-    original = trainer_module.DetectionObjective.__call__
+    original = objective_module.DetectionObjective.__call__
     calls = {"n": 0}
 
     def sometimes_nan(self, batch):
@@ -115,7 +114,7 @@ def test_non_finite_loss_is_skipped_then_stops(tiny_synth, tmp_path: Path, monke
             losses["loss"] = losses["loss"] * float("nan")
         return losses
 
-    monkeypatch.setattr(trainer_module.DetectionObjective, "__call__", sometimes_nan)
+    monkeypatch.setattr(objective_module.DetectionObjective, "__call__", sometimes_nan)
     out = tmp_path / "nan"
     result = api.train(TINY, _overrides(tiny_synth, "train.steps=3", "train.eval_every=0"), out, progress=False)
     assert result.step == 3
@@ -127,7 +126,7 @@ def test_non_finite_loss_is_skipped_then_stops(tiny_synth, tmp_path: Path, monke
         losses["loss"] = losses["loss"] * float("nan")
         return losses
 
-    monkeypatch.setattr(trainer_module.DetectionObjective, "__call__", always_nan)
+    monkeypatch.setattr(objective_module.DetectionObjective, "__call__", always_nan)
     with pytest.raises(TrainingError, match="non-finite loss values in a row at step 0"):
         api.train(TINY, _overrides(tiny_synth, "train.steps=3", "train.max_bad_steps=2"), tmp_path / "x",
                   progress=False)

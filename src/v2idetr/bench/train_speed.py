@@ -19,8 +19,8 @@ import torch
 from v2idetr.config import Config
 from v2idetr.data.collate import Batch
 from v2idetr.distill.objective import DistillationObjective
+from v2idetr.engine.objective import DetectionObjective
 from v2idetr.engine.optim import param_groups
-from v2idetr.engine.trainer import DetectionObjective
 from v2idetr.models.build import build
 from v2idetr.precision import half_dtype
 

@@ -1,5 +1,6 @@
-"""What a training run writes as it goes and how it stops: ``metrics.jsonl`` and the stop flag that
-SIGINT/SIGTERM raise (the loop saves a checkpoint at the next step boundary)."""
+"""What a training run writes as it goes and how it stops: ``metrics.jsonl``, the stop flag that
+SIGINT/SIGTERM raise (the loop saves a checkpoint at the next step boundary) and the count of
+non-finite steps that ends a diverging run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from v2idetr.atomic import atomic_write_text
+from v2idetr.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +128,24 @@ class Throughput:
             out["peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self.frames, self.since = 0, now
         return out
+
+
+class NonFiniteSteps:
+    """Steps skipped for a non-finite loss or gradient. A few are survivable (one bad batch under
+    AMP); ``limit`` in a row mean the run diverged, and going on would only burn time."""
+
+    def __init__(self, limit: int, last_checkpoint: Path):
+        self.limit, self.last_checkpoint = limit, last_checkpoint
+        self.in_a_row = 0  # the loop resets it after each good step
+        self.total = 0
+
+    def skip(self, what: str, step: int) -> None:
+        """Count a skipped step (``what``: "loss" or "gradient"); ``TrainingError`` at the limit."""
+        self.in_a_row, self.total = self.in_a_row + 1, self.total + 1
+        log.warning("step %d: non-finite %s, step skipped (%d in a row, %d in all)", step, what, self.in_a_row,
+                    self.total)
+        if self.in_a_row >= self.limit:
+            raise TrainingError(
+                f"{self.in_a_row} non-finite {what} values in a row at step {step}; last good checkpoint: "
+                f"{self.last_checkpoint}. Lower train.lr or check the data."
+            )

@@ -1,9 +1,8 @@
 """The training loop: composes a model, an objective (losses), data, optimiser and bookkeeping.
 
-The trainer does not know what the losses are: an *objective* maps a batch to a dict of loss
-components with a ``loss`` total (plain detection here; distillation adds its terms the same way).
-It owns the loop: gradient clipping, AMP, non-finite steps, periodic validation, when to write
-checkpoints, stops, and the JSON-lines metrics log. What a batch holds is `engine.train_loader`'s;
+The trainer does not know what the losses are (`engine.objective`). It owns the loop: gradient
+clipping, AMP, non-finite steps, periodic validation, when to write checkpoints, stops, and the
+JSON-lines metrics log. What a batch holds is `engine.train_loader`'s;
 what a checkpoint saves and restores (optimiser, schedule, EMA, position) is `engine.train_state`'s.
 """
 
@@ -13,7 +12,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from tqdm import tqdm
 from v2idetr.atomic import atomic_write_text
 from v2idetr.config import Config, config_to_dict
 from v2idetr.data.clips import ClipDataset, ClipSampling
-from v2idetr.data.collate import Batch
 from v2idetr.data.index import DatasetIndex
 from v2idetr.data.sampler import ResumableSampler, UnlabelledCoverage
 from v2idetr.devices import resolve_device
@@ -46,8 +43,9 @@ from v2idetr.engine.distributed import (
 )
 from v2idetr.engine.evaluator import evaluate
 from v2idetr.engine.inference import build_eval_loader, predict_loader
+from v2idetr.engine.objective import Objective
 from v2idetr.engine.run_folder import CONFIG_FILE, RunClaim, config_with_run_id, new_run_id, resume_checkpoint
-from v2idetr.engine.run_log import LossWindow, MetricsLog, StopFlag, Throughput
+from v2idetr.engine.run_log import LossWindow, MetricsLog, NonFiniteSteps, StopFlag, Throughput
 from v2idetr.engine.train_loader import build_train_loader, infinite_batches, training_clips
 from v2idetr.engine.train_state import (
     TrainState,
@@ -56,18 +54,11 @@ from v2idetr.engine.train_state import (
     restore_train_state,
     save_train_state,
 )
-from v2idetr.errors import DatasetError, Terminated, V2IDetrError
+from v2idetr.errors import DatasetError, Terminated
 from v2idetr.models.postprocess import PostProcess
 from v2idetr.precision import half_dtype
 
 log = logging.getLogger(__name__)
-
-Objective = Callable[[Batch], dict[str, torch.Tensor]]
-
-
-class TrainingError(V2IDetrError):
-    """Training cannot go on (e.g. the loss keeps diverging)."""
-
 
 @dataclass
 class TrainResult:
@@ -77,17 +68,6 @@ class TrainResult:
     best_step: int | None
     last_metrics: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
-
-
-class DetectionObjective:
-    """Set-prediction loss of a detector on a batch: ``criterion(model(images, masks, targets), targets)``."""
-
-    def __init__(self, model: nn.Module, criterion: nn.Module):
-        self.model, self.criterion = model, criterion
-
-    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
-        outputs = self.model(batch.images, batch.masks, batch.targets)
-        return self.criterion(outputs, batch.targets)
 
 
 def seed_everything(seed: int) -> None:
@@ -275,7 +255,7 @@ class Trainer:
         use_amp = amp_dtype is not None and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         params = [p for p in trainable.parameters() if p.requires_grad]
-        bad_in_a_row, bad_total = 0, 0
+        bad_steps = NonFiniteSteps(cfg.train.max_bad_steps, self.out_dir / "last.ckpt")
         skipped_frames: set[int] = set()
         started = time.monotonic()
         window = LossWindow()
@@ -321,30 +301,17 @@ class Trainer:
                     scaler.unscale_(optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad or float("inf"))
                 if grad_norm is None or not torch.isfinite(grad_norm):
-                    what = "loss" if grad_norm is None else "gradient"
-                    bad_in_a_row, bad_total = bad_in_a_row + 1, bad_total + 1
-                    log.warning(
-                        "step %d: non-finite %s, step skipped (%d in a row, %d in all)",
-                        state.step,
-                        what,
-                        bad_in_a_row,
-                        bad_total,
-                    )
                     optimizer.zero_grad(set_to_none=True)
                     if grad_norm is not None:
                         scaler.update()
-                    if bad_in_a_row >= cfg.train.max_bad_steps:
-                        raise TrainingError(
-                            f"{bad_in_a_row} non-finite {what} values in a row at step {state.step}; last good "
-                            f"checkpoint: {self.out_dir / 'last.ckpt'}. Lower train.lr or check the data."
-                        )
+                    bad_steps.skip("loss" if grad_norm is None else "gradient", state.step)
                     continue
                 scaler.step(optimizer)
                 scaler.update()
                 state.scheduler.step()
                 if state.ema is not None:
                     state.ema.update_parameters(self.model)
-                bad_in_a_row = 0
+                bad_steps.in_a_row = 0
                 state.step += 1
                 loss_value = loss.item()  # one host sync for the epoch mean and the progress bar
                 epoch_sum, epoch_n = epoch_sum + loss_value, epoch_n + 1
@@ -363,7 +330,7 @@ class Trainer:
                             "lr": optimizer.param_groups[-1]["lr"],
                             **means,
                             "grad_norm": float(grad_norm),
-                            "skipped_steps": bad_total,
+                            "skipped_steps": bad_steps.total,
                             **({"skipped_frames": len(skipped_frames)} if cfg.data.skip_invalid else {}),
                             "elapsed_s": time.monotonic() - started,
                             **throughput.take(),
