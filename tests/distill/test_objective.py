@@ -123,13 +123,11 @@ def test_an_image_model_can_teach_self_training(tiny_synth, tiny_model, tmp_path
                     progress=False)
 
 
-def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
-    """A one-frame mean teacher is exactly its detector: a student with the same weights sees the
-    same features and decodes the teacher's queries to the teacher's outputs, so TFD = CQD = 0."""
-    from v2idetr.config import DistillConfig, LossConfig, ModelConfig
+def _student_equal_to_its_one_frame_teacher():
+    """A one-frame mean teacher, a student with its detector's weights (so TFD = CQD = 0) and one
+    labelled 64 px frame."""
+    from v2idetr.config import ModelConfig
     from v2idetr.data.collate import Batch
-    from v2idetr.distill.objective import DistillationObjective
-    from v2idetr.models.criterion import build_criterion
     from v2idetr.models.teacher import VideoTeacher
 
     cfg = ModelConfig(backbone_stages=3, num_feature_levels=3, hidden_dim=32, nheads=4, enc_layers=1,
@@ -138,12 +136,23 @@ def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
     teacher = VideoTeacher(cfg, num_classes=1, num_frames=1)
     student = build_detector(cfg, 1)
     student.load_state_dict(teacher.detector.state_dict())
-    objective = DistillationObjective(student, teacher, build_criterion(LossConfig(), 1),
-                                      DistillConfig(tfd=1.0, cqd=1.0, cqd_proposals=2.0, cqd_student_queries=1.0))
     targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]), "labels": torch.tensor([0]),
                 "image_id": torch.tensor(1), "orig_size": torch.tensor([64, 64]), "size": torch.tensor([64, 64])}]
     batch = Batch(images=torch.randn(1, 1, 3, 64, 64), masks=torch.zeros(1, 64, 64, dtype=torch.bool),
                   targets=targets, frame_targets=None, frame_offsets=torch.zeros(1, 1, dtype=torch.long))
+    return cfg, teacher, student, batch
+
+
+def test_distillation_terms_vanish_when_the_student_is_the_teacher() -> None:
+    """A one-frame mean teacher is exactly its detector: a student with the same weights sees the
+    same features and decodes the teacher's queries to the teacher's outputs, so TFD = CQD = 0."""
+    from v2idetr.config import DistillConfig, LossConfig
+    from v2idetr.distill.objective import DistillationObjective
+    from v2idetr.models.criterion import build_criterion
+
+    cfg, teacher, student, batch = _student_equal_to_its_one_frame_teacher()
+    objective = DistillationObjective(student, teacher, build_criterion(LossConfig(), 1),
+                                      DistillConfig(tfd=1.0, cqd=1.0, cqd_proposals=2.0, cqd_student_queries=1.0))
     losses = objective(batch)
     assert losses["loss_tfd"].item() == pytest.approx(0.0, abs=1e-6)
     assert losses["loss_cqd"].item() == pytest.approx(0.0, abs=1e-4)
@@ -230,25 +239,36 @@ def test_proposal_term_needs_two_stage_models(proposals: float) -> None:
 def test_only_the_student_sees_the_degraded_key_frame_and_only_in_training() -> None:
     """distill.student_degrade: with a student equal to its one-frame teacher, TFD is 0 on clean frames
     and > 0 once the student's key frame is degraded; an evaluating student sees the clean frame."""
-    from v2idetr.config import DistillConfig, LossConfig, ModelConfig
-    from v2idetr.data.collate import Batch
+    from v2idetr.config import DistillConfig, LossConfig
     from v2idetr.distill.objective import DistillationObjective
     from v2idetr.models.criterion import build_criterion
-    from v2idetr.models.teacher import VideoTeacher
 
-    cfg = ModelConfig(backbone_stages=3, num_feature_levels=3, hidden_dim=32, nheads=4, enc_layers=1,
-                      dec_layers=2, ffn_dim=64, num_queries=8, dn_number=4, temporal="mean")
-    torch.manual_seed(0)
-    teacher = VideoTeacher(cfg, num_classes=1, num_frames=1)
-    student = build_detector(cfg, 1)
-    student.load_state_dict(teacher.detector.state_dict())
-    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]), "labels": torch.tensor([0]),
-                "image_id": torch.tensor(1), "orig_size": torch.tensor([64, 64]), "size": torch.tensor([64, 64])}]
-    batch = Batch(images=torch.randn(1, 1, 3, 64, 64), masks=torch.zeros(1, 64, 64, dtype=torch.bool),
-                  targets=targets, frame_targets=None, frame_offsets=torch.zeros(1, 1, dtype=torch.long))
+    cfg, teacher, student, batch = _student_equal_to_its_one_frame_teacher()
     objective = DistillationObjective(student, teacher, build_criterion(LossConfig(), 1),
                                       DistillConfig(tfd=1.0, cqd=0.0, student_degrade=1.0))
     student.eval()
     assert objective(batch)["loss_tfd"].item() == pytest.approx(0.0, abs=1e-6)
     student.train()
     assert objective(batch)["loss_tfd"].item() > 1e-4
+
+
+def test_without_teacher_fed_terms_the_teacher_is_not_run(monkeypatch) -> None:
+    """TFD, CQD and pseudo-boxes off (the student-init-only control): the loss is the detection loss
+    alone, so the teacher's pass over the clip is skipped; with any of them on it runs."""
+    from v2idetr.config import DistillConfig, LossConfig
+    from v2idetr.distill.objective import DistillationObjective
+    from v2idetr.models.criterion import build_criterion
+
+    _, teacher, student, batch = _student_equal_to_its_one_frame_teacher()
+    calls = []
+    run_teacher = DistillationObjective._teacher
+    monkeypatch.setattr(DistillationObjective, "_teacher", lambda self, b: calls.append(1) or run_teacher(self, b))
+    criterion = build_criterion(LossConfig(), 1)
+    torch.manual_seed(1)  # the same denoising queries for both losses
+    losses = DistillationObjective(student, teacher, criterion, DistillConfig(tfd=0.0, cqd=0.0))(batch)
+    assert calls == [] and "loss_tfd" not in losses and "loss_cqd" not in losses
+    torch.manual_seed(1)
+    alone = criterion(student(batch.images[:, 0], batch.masks, batch.targets), batch.targets)["loss"]
+    assert losses["loss"].item() == pytest.approx(alone.item(), rel=1e-6)
+    DistillationObjective(student, teacher, criterion, DistillConfig(tfd=0.0, cqd=1.0))(batch)
+    assert calls == [1]
