@@ -20,7 +20,7 @@ def test_loss_window_means_each_term_since_the_last_take_without_per_layer_terms
 def test_non_finite_steps_stop_only_at_the_limit_in_a_row() -> None:
     bad = NonFiniteSteps(limit=2, last_checkpoint=Path("run/last.ckpt"))
     bad.skip("loss", step=4)
-    bad.in_a_row = 0  # a good step between
+    bad.ok()  # a good step between
     bad.skip("gradient", step=9)
     assert (bad.in_a_row, bad.total) == (1, 2)
     with pytest.raises(TrainingError, match=r"2 non-finite gradient values in a row at step 10; last good checkpoint: "

@@ -93,6 +93,9 @@ class DistillationObjective:
                 "contents; give the student model.num_queries <= the teacher's or set distill.cqd_student_queries=0"
             )
         self.extra_modules = nn.ModuleDict({"tfd": self.tfd} if self.tfd is not None else {})
+        # with every teacher-fed term off (the bench's student-init-only control) the student trains on
+        # its labels alone: the teacher's pass over the clip, most of a step's cost, would be thrown away
+        self.uses_teacher = self.tfd is not None or self.cqd is not None or cfg.pseudo_boxes > 0
 
     @torch.no_grad()
     def _teacher(self, batch: Batch) -> tuple[FeatureMaps, dict[str, Any]]:
@@ -140,10 +143,7 @@ class DistillationObjective:
         return self.teacher.detector.decode(t_outputs["memory"], content, ref_boxes)
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
-        # with every teacher-fed term off (the bench's student-init-only control) the student trains on
-        # its labels alone: the teacher's pass over the clip, most of a step's cost, would be thrown away
-        uses_teacher = self.tfd is not None or self.cqd is not None or self.cfg.pseudo_boxes > 0
-        t_features, t_outputs = self._teacher(batch) if uses_teacher else (None, {})
+        t_features, t_outputs = self._teacher(batch) if self.uses_teacher else (None, {})
         key = batch.images[:, 0]
         if self.student.training:
             key = degrade_key_frames(key, batch.masks, self.cfg.student_degrade)

@@ -136,8 +136,11 @@ class NonFiniteSteps:
 
     def __init__(self, limit: int, last_checkpoint: Path):
         self.limit, self.last_checkpoint = limit, last_checkpoint
-        self.in_a_row = 0  # the loop resets it after each good step
-        self.total = 0
+        self.in_a_row, self.total = 0, 0
+
+    def ok(self) -> None:
+        """A step went through: the next bad one starts a new run of them."""
+        self.in_a_row = 0
 
     def skip(self, what: str, step: int) -> None:
         """Count a skipped step (``what``: "loss" or "gradient"); ``TrainingError`` at the limit."""

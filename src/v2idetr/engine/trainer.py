@@ -311,7 +311,7 @@ class Trainer:
                 state.scheduler.step()
                 if state.ema is not None:
                     state.ema.update_parameters(self.model)
-                bad_steps.in_a_row = 0
+                bad_steps.ok()
                 state.step += 1
                 loss_value = loss.item()  # one host sync for the epoch mean and the progress bar
                 epoch_sum, epoch_n = epoch_sum + loss_value, epoch_n + 1
