@@ -50,6 +50,10 @@ class ModelConfig:
     backbone_weights: str = "none"  # none | imagenet (Lite: the installed package's file) | <state dict path>
     backbone_stages: int = 4  # ResNet stages to run (3: stop after C4)
     freeze_backbone_bn: bool = True
+    # a pretrained trunk's stem and first stages (ResNet: layer1; Lite0: its stride-2/4 blocks) keep
+    # their weights, as in Detectron2 and Deformable DETR; false trains them too, for frames far from
+    # ImageNet's photographs
+    freeze_backbone_stem: bool = True
     num_feature_levels: int = 4  # C3-C5 (+ extra stride-64 levels)
     hidden_dim: int = 256
     nheads: int = 8

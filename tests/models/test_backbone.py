@@ -75,6 +75,20 @@ def test_local_state_dict_is_loaded_and_freezes_stem(tmp_path):
         and not backbone.body.layer1[0].conv1.weight.requires_grad
     )
     assert backbone.body.layer2[0].conv1.weight.requires_grad
+    unfrozen = Backbone(_cfg(backbone_weights=str(path), freeze_backbone_stem=False))
+    assert all(p.requires_grad for p in unfrozen.body.parameters())
+
+
+def test_cpu_trunk_runs_channels_last_with_contiguous_weights_and_the_same_features():
+    backbone = Backbone(_cfg()).eval()
+    images = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        feats = backbone.trunk(images)
+        b = backbone.body
+        reference = b.layer3(b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(images)))))))
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats)
+    assert all(p.is_contiguous() for p in backbone.parameters())  # checkpoints are unchanged
+    torch.testing.assert_close(feats[-1], reference, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_weights_raise_config_error_naming_the_key(tmp_path):
