@@ -210,9 +210,10 @@ class Backbone(nn.Module):
         """Normalised ``images [B, 3, H, W]`` -> C3, C4(, C5) raw trunk features (strides 8, 16(, 32)).
 
         On a CPU the trunk runs channels-last: oneDNN's convolutions, depthwise ones above all, are
-        faster in that layout (Lite0's trunk 1.4x, ResNet-18's 1.2x, forward and backward; see
-        docs/RESULTS.md). Only the input is converted: the layout follows it through every conv, and
-        the weights stay as they are, so checkpoints do not change.
+        faster in that layout (training steps 1.2-1.6x for Lite0 at 256 px, up to 1.1x for ResNet-18
+        at 128 px; docs/RESULTS.md). Only the input is converted: the layout follows it through every
+        conv, and the weights stay as they are, so checkpoints do not change. On a GPU the layout is
+        left alone (not measured there).
         """
         b = self.body
         if images.device.type == "cpu":
