@@ -102,6 +102,7 @@ def test_unlabelled_frames_join_the_labelled_batch() -> None:
     "data.train_sizes=[]", "data.train_sizes=[128,0]", "model.hidden_dim=0", "model.num_queries=0",
     "model.backbone_stages=5", "train.ema=1.0", "eval.score_thresh=-0.1", "eval.nms_iou=1.5", "train.seed=-1",
     "train.step_milestones=[0]", "loss.loss_giou=-1", "train.time_limit_min=-1", "data.workers=-2",
+    "data.multiscale=frame",
 ])
 def test_meaningless_numbers_are_refused_with_the_key(override: str) -> None:
     key = override.split("=")[0]

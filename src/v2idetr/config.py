@@ -36,6 +36,7 @@ __all__ = [  # the schema's classes are imported from here
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "coco-vid", "buv", "sun", "sun-seg", "images", "video", "videos"),
     "data.clip_mode": ("adjacent", "random", "global", "past"),
+    "data.multiscale": ("clip", "batch"),
     "model.backbone": ("resnet18", "resnet34", "resnet50", "efficientnet_lite0"),
     "model.temporal": ("none", "mean", "msi"),
     "distill.tfd_mask": ("gaussian", "binary", "full"),

@@ -25,7 +25,11 @@ class DataConfig:
     # AP50 0.81 with support frames drawn within +-4 frames but 0.71 within +-8 (docs/METHOD.md).
     window: int = 4
     stride: int = 1  # adjacent/past mode: gap between neighbouring clip frames
-    train_sizes: list[int] = field(default_factory=lambda: [128])  # short side, one drawn per clip (batches pad)
+    train_sizes: list[int] = field(default_factory=lambda: [128])  # short sides to draw from in training
+    # clip: one short side drawn per clip, and a batch pads to its largest (and to the widest of its
+    # crops); batch: one drawn per batch and crops that keep the frame's aspect ratio, so every clip of
+    # a batch has one size and nothing pads (a step costs the size it drew, as in Ultralytics)
+    multiscale: str = "clip"
     test_size: int = 128
     max_size: int = 224  # cap on the long side (0: no cap)
     hflip: float = 0.5

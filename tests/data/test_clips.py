@@ -229,6 +229,21 @@ def test_deterministic_across_instances_and_epochs(tmp_path: Path) -> None:
     assert [_clip_signature(other_seed, i) for i in range(len(a))] != epoch3
 
 
+def test_a_batch_short_side_replaces_the_clips_own_draw_and_nothing_else(tmp_path: Path) -> None:
+    index = _make_index(tmp_path, lengths=(12,), size=(24, 32))
+    cfg = DataConfig(train_sizes=[16, 20, 24], max_size=64, hflip=0.5, crop=0.0, photometric=0.5)
+    ds = ClipDataset(index, num_frames=2, mode="random", window=4, transforms=build_train_transforms(cfg), seed=3)
+    own = [ds[(1, i)] for i in range(len(ds))]
+    assert len({int(item["images"].shape[-2]) for item in own}) > 1  # each clip drew its own
+    for i, item in enumerate(own):
+        given = ds[(1, i, 20)]
+        assert given["images"].shape[-2:] == (20, 27)
+        assert _decode_colour(given["images"]) == _decode_colour(item["images"])  # the same clip,
+        assert torch.allclose(given["target"]["boxes"], item["target"]["boxes"])  # flipped alike
+    with pytest.raises(ValueError, match="not one of the sizes"):
+        ds[(1, 0, 18)]
+
+
 def test_frames_of_different_size_in_a_clip(tmp_path: Path) -> None:
     index = _make_index(tmp_path, lengths=(2,))
     Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(index.videos[0].frames[1].path)

@@ -111,3 +111,26 @@ def test_with_epoch_sends_each_index_with_its_epoch() -> None:
     mixed = MixedSampler([False] * 6 + [True] * 4, batch_size=3, per_batch=1, seed=2, with_epoch=True)
     mixed.set_epoch(1)
     assert all(e == 1 for e, _ in mixed) and len(list(mixed)) == len(mixed)
+
+
+def test_batch_scales_give_each_batch_one_size_and_resume_exactly() -> None:
+    plain = ResumableSampler(22, seed=1, with_epoch=True)
+    scaled = ResumableSampler(22, seed=1, with_epoch=True, batch_scales=[16, 24, 32], batch_size=4)
+    for s in (plain, scaled):
+        s.set_epoch(2)
+    full = list(scaled)
+    assert [(e, i) for e, i, _ in full] == list(plain)  # the order is the one without sizes
+    batches = [full[b : b + 4] for b in range(0, len(full), 4)]
+    assert all(len({size for _, _, size in batch}) == 1 for batch in batches)
+    assert len({batch[0][2] for batch in batches}) > 1
+    scaled.set_epoch(2, start=8)
+    assert list(scaled) == full[8:]
+    scaled.set_epoch(3)
+    assert [size for _, _, size in scaled] != [size for _, _, size in full]
+    mixed = MixedSampler([False] * 12 + [True] * 6, batch_size=3, per_batch=1, seed=2, with_epoch=True,
+                         batch_scales=[16, 24])
+    mixed.set_epoch(0)
+    items = list(mixed)
+    assert all(len({size for _, _, size in items[b : b + 3]}) == 1 for b in range(0, len(items), 3))
+    with pytest.raises(ValueError, match="batch_scales"):
+        ResumableSampler(10, batch_scales=[16])  # the dataset needs the epoch to come with the size

@@ -135,6 +135,25 @@ def test_crop_keeps_key_boxes_and_clips_support_boxes() -> None:
     assert dropped > 0
 
 
+@pytest.mark.parametrize("key_box", [(40, 20, 56, 40), (2, 10, 62, 30), None])
+def test_crop_keep_aspect_holds_the_boxes_at_the_frames_aspect(key_box: tuple[int, int, int, int] | None) -> None:
+    images, targets = [_frame(key_box)], [_target([key_box] if key_box else [])]
+    crop = RandomCropKeepBoxes(1.0, min_scale=0.5, keep_aspect=True)
+    widths = set()
+    for seed in range(20):
+        out, tg = crop(images, targets, np.random.default_rng(seed))
+        h, w = np.asarray(out[0]).shape[:2]
+        assert abs(h - w * H / W) <= 1  # one scale for both sides
+        assert 0.5 * W <= w <= W
+        if key_box:
+            np.testing.assert_allclose(tg[0]["boxes"][0], _painted_box(out[0]), atol=0)  # whole and exact
+        widths.add(w)
+    if key_box == (2, 10, 62, 30):
+        assert min(widths) >= 60  # a wide box leaves little room
+    else:
+        assert len(widths) > 3
+
+
 def test_crop_without_boxes() -> None:
     images = [_frame(None), _frame(None)]
     targets = [_target([]), _target([])]

@@ -175,22 +175,24 @@ class ClipDataset(Dataset):
     def _rng(self, i: int, epoch: int | None = None) -> np.random.Generator:
         return np.random.default_rng((self.seed, self.epoch if epoch is None else epoch, i))
 
-    def __getitem__(self, i: int | tuple[int, int]) -> dict[str, Any]:
-        """Item ``i``, or ``(epoch, i)`` (a sampler's ``with_epoch``): augmented as in that epoch."""
-        epoch = None
+    def __getitem__(self, i: int | tuple[int, int] | tuple[int, int, int]) -> dict[str, Any]:
+        """Item ``i``, or ``(epoch, i)`` (a sampler's ``with_epoch``): augmented as in that epoch; or
+        ``(epoch, i, short_side)``: resized to the short side the sampler drew for its batch."""
+        epoch = short_side = None
         if isinstance(i, tuple):
-            epoch, i = i
+            epoch, i, *rest = i
+            short_side = rest[0] if rest else None
         if not 0 <= i < len(self):
             raise IndexError(f"item {i} outside a dataset of {len(self)} key frames")
         if not self.skip_unreadable:
-            return self._item(i, epoch)
+            return self._item(i, epoch, short_side)
         skipped: list[int] = []
         for attempt in range(len(self)):
             j = (i + attempt) % len(self)
             try:
                 # the item names the key frames skipped to get to it: loader workers each hold their own
                 # dataset copy, so only the batches bring every worker's skips to the training loop
-                return {**self._item(j, epoch), "skipped": skipped}
+                return {**self._item(j, epoch, short_side), "skipped": skipped}
             except DatasetError as exc:
                 v, p = self._items[j]
                 skipped.append(self.index.videos[v].frames[p].image_id)
@@ -198,12 +200,15 @@ class ClipDataset(Dataset):
                 log.warning("skipping a clip (data.skip_invalid): %s", exc)
         raise DatasetError([], header=f"no readable clip in {self.index.source}: every frame failed to decode")
 
-    def _item(self, i: int, epoch: int | None = None) -> dict[str, Any]:
+    def _item(self, i: int, epoch: int | None = None, short_side: int | None = None) -> dict[str, Any]:
         rng = self._rng(i, epoch)
         frames = self.clip_frames(i, rng)
         images = _read_clip(frames)
         targets = [_raw_target(f, img) for f, img in zip(frames, images, strict=True)]
-        images, targets = self.transforms(images, targets, rng)
+        if short_side is None:
+            images, targets = self.transforms(images, targets, rng)
+        else:
+            images, targets = self.transforms(images, targets, rng, short_side=short_side)  # a Compose
         if not all(isinstance(img, torch.Tensor) and img.ndim == 3 for img in images):
             raise TypeError("clip transforms must end with ToTensor (images as [3, h, w] tensors)")
         if any("size" not in t for t in targets):

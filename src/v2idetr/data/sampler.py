@@ -5,7 +5,9 @@ The order of epoch ``e`` is a permutation drawn from ``seed`` and ``e`` only, so
 a distributed run takes a disjoint, equally long slice of it. With ``weights``, an epoch is as many
 draws with replacement in proportion to them (distillation's teacher-chosen frames).
 ``MixedSampler`` puts a fixed number of unlabelled frames in every batch (distillation on frames
-nobody labelled); ``UnlabelledCoverage`` counts how many of them a run has reached.
+nobody labelled); ``UnlabelledCoverage`` counts how many of them a run has reached. With
+``batch_scales`` every batch gets one short side drawn from them (``data.multiscale=batch``), also
+from ``seed`` and the epoch only, so a resumed run draws the same sizes.
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ class ResumableSampler(Sampler[int]):
 
     With ``with_epoch`` it yields ``(epoch, index)`` pairs: the dataset then draws the item's
     augmentation from the epoch that comes with it, not from its own ``set_epoch`` state, so
-    persistent DataLoader workers (whose dataset copies never see ``set_epoch``) stay exact.
+    persistent DataLoader workers (whose dataset copies never see ``set_epoch``) stay exact. With
+    ``batch_scales`` too, ``(epoch, index, short_side)``: each run of ``batch_size`` consecutive
+    indices (a loader's batch) shares one short side drawn from ``batch_scales``.
     """
 
     def __init__(self, size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 weights: Sequence[float] | None = None, with_epoch: bool = False):
+                 weights: Sequence[float] | None = None, with_epoch: bool = False,
+                 batch_scales: Sequence[int] | None = None, batch_size: int = 1):
         if size < 1:
             raise ValueError("cannot sample from an empty dataset")
+        if batch_scales is not None and (not with_epoch or not batch_scales or batch_size < 1):
+            raise ValueError("batch_scales: expected one or more sizes, with_epoch and a batch_size >= 1")
         if weights is not None:
             if not shuffle or len(weights) != size or min(weights) < 0 or sum(weights) <= 0:
                 raise ValueError(f"weights: expected {size} non-negative numbers, not all 0, with shuffle")
@@ -40,6 +47,8 @@ class ResumableSampler(Sampler[int]):
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.with_epoch = with_epoch
+        self.batch_scales = list(batch_scales) if batch_scales is not None else None
+        self.batch_size = batch_size
         self.epoch = 0
         self.start = 0
 
@@ -61,8 +70,19 @@ class ResumableSampler(Sampler[int]):
         return order[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[Any]:
-        order = self._order()[self.start :]
+        order = self._order()
+        if self.batch_scales is not None:
+            scales = self._scales(-(-len(order) // self.batch_size))
+            return iter([(self.epoch, i, scales[(self.start + k) // self.batch_size])
+                         for k, i in enumerate(order[self.start :])])
+        order = order[self.start :]
         return iter([(self.epoch, i) for i in order] if self.with_epoch else order)
+
+    def _scales(self, batches: int) -> list[int]:
+        """One short side per batch of the epoch, from a generator of its own: the order stays as without."""
+        assert self.batch_scales is not None
+        g = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 2 + 1)
+        return [self.batch_scales[j] for j in torch.randint(len(self.batch_scales), (batches,), generator=g).tolist()]
 
     def __len__(self) -> int:
         return max(0, -(-self.size // self.world_size) - self.start)
@@ -86,12 +106,13 @@ class MixedSampler(ResumableSampler):
     """
 
     def __init__(self, unlabelled: Sequence[bool], batch_size: int, per_batch: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, weights: Sequence[float] | None = None, with_epoch: bool = False):
+                 world_size: int = 1, weights: Sequence[float] | None = None, with_epoch: bool = False,
+                 batch_scales: Sequence[int] | None = None):
         super().__init__(len(unlabelled), shuffle=True, seed=seed, rank=rank, world_size=world_size, weights=weights,
-                         with_epoch=with_epoch)
+                         with_epoch=with_epoch, batch_scales=batch_scales, batch_size=batch_size)
         self.labelled_items = [i for i, u in enumerate(unlabelled) if not u]
         self.unlabelled_items = [i for i, u in enumerate(unlabelled) if u]
-        self.batch_size, self.per_batch = batch_size, per_batch
+        self.per_batch = per_batch
         if not 0 < per_batch < batch_size:
             raise ValueError(f"unlabelled items per batch: expected 1..{batch_size - 1}, got {per_batch}")
         if not self.unlabelled_items:

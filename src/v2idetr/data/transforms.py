@@ -66,14 +66,21 @@ def _boxes(target: dict[str, Any]) -> np.ndarray:
 
 
 class Compose:
-    """Applies clip transforms in order, all drawing from the same ``rng``."""
+    """Applies clip transforms in order, all drawing from the same ``rng``.
+
+    ``short_side`` (``data.multiscale=batch``: the size the sampler drew for the item's batch) goes to
+    the ``RandomResize`` steps in place of their own draw."""
 
     def __init__(self, transforms: Sequence[ClipTransform]):
         self.transforms = list(transforms)
 
-    def __call__(self, images: Images, targets: Targets, rng: np.random.Generator) -> tuple[Images, Targets]:
+    def __call__(self, images: Images, targets: Targets, rng: np.random.Generator,
+                 short_side: int | None = None) -> tuple[Images, Targets]:
         for t in self.transforms:
-            images, targets = t(images, targets, rng)
+            if short_side is not None and isinstance(t, RandomResize):
+                images, targets = t(images, targets, rng, short_side=short_side)
+            else:
+                images, targets = t(images, targets, rng)
         return images, targets
 
     def __repr__(self) -> str:
@@ -84,7 +91,9 @@ class RandomResize:
     """Short side to a size drawn from ``sizes``, long side capped at ``max_size``, aspect kept.
 
     The output size is computed once from the key frame and used for every frame (bilinear, PIL);
-    boxes are scaled exactly by the per-axis ratio ``new / old``.
+    boxes are scaled exactly by the per-axis ratio ``new / old``. A given ``short_side`` (one of
+    ``sizes``: the batch's draw) replaces the clip's own draw, which is still taken from ``rng`` so
+    that the rest of the clip's augmentation does not depend on who chose the size.
     """
 
     def __init__(self, sizes: Sequence[int], max_size: int | None = None):
@@ -99,8 +108,13 @@ class RandomResize:
             scale = self.max_size / max(h, w)
         return max(1, round(h * scale)), max(1, round(w * scale))
 
-    def __call__(self, images: Images, targets: Targets, rng: np.random.Generator) -> tuple[Images, Targets]:
+    def __call__(self, images: Images, targets: Targets, rng: np.random.Generator,
+                 short_side: int | None = None) -> tuple[Images, Targets]:
         short = self.sizes[int(rng.integers(len(self.sizes)))]
+        if short_side is not None:
+            if short_side not in self.sizes:
+                raise ValueError(f"short side {short_side} is not one of the sizes {self.sizes}")
+            short = short_side
         h, w = image_size(images[0])
         new_h, new_w = self.output_size(h, w, short)
         out_images, out_targets = [], []
@@ -142,24 +156,40 @@ class RandomCropKeepBoxes:
 
     The window is at least ``min_scale`` of each side and has integer pixel corners (so boxes stay
     aligned with pixels). Boxes of support frames are clipped to the window and dropped when empty.
+    With ``keep_aspect`` the window has the frame's aspect ratio (one scale for both sides), so that
+    clips resized to one short side come out at one size and a batch of them needs no padding.
     """
 
-    def __init__(self, p: float = 0.5, min_scale: float = 0.6):
+    def __init__(self, p: float = 0.5, min_scale: float = 0.6, keep_aspect: bool = False):
         if not 0.0 < min_scale <= 1.0:
             raise ValueError(f"min_scale must be in (0, 1], got {min_scale}")
-        self.p, self.min_scale = p, min_scale
+        self.p, self.min_scale, self.keep_aspect = p, min_scale, keep_aspect
 
-    def _window(self, length: int, lo: float | None, hi: float | None, rng: np.random.Generator) -> tuple[int, int]:
-        """Start and size of a 1-D window within ``[0, length]`` that holds ``[lo, hi]``."""
+    @staticmethod
+    def _span(length: int, lo: float | None, hi: float | None) -> tuple[int, int]:
+        """The pixel span ``[lo, hi]`` of the boxes on one axis (empty when there is no box)."""
         if lo is None or hi is None:
-            lo_i, hi_i = length, 0  # no box: any window
-        else:
-            lo_i = min(max(math.floor(lo), 0), length)
-            hi_i = min(max(math.ceil(hi), 0), length)
-        size_min = max(math.ceil(self.min_scale * length), hi_i - lo_i, 1)
-        size = int(rng.integers(size_min, length + 1))
+            return length, 0  # no box: any window
+        return min(max(math.floor(lo), 0), length), min(max(math.ceil(hi), 0), length)
+
+    def _window(self, length: int, span: tuple[int, int], rng: np.random.Generator,
+                size: int | None = None) -> tuple[int, int]:
+        """Start and size (drawn unless given) of a 1-D window within ``[0, length]`` that holds ``span``."""
+        lo_i, hi_i = span
+        if size is None:
+            size_min = max(math.ceil(self.min_scale * length), hi_i - lo_i, 1)
+            size = int(rng.integers(size_min, length + 1))
         start_lo, start_hi = max(0, hi_i - size), min(lo_i, length - size)
         return int(rng.integers(start_lo, start_hi + 1)), size
+
+    def _aspect_sizes(self, h: int, w: int, span_x: tuple[int, int], span_y: tuple[int, int],
+                      rng: np.random.Generator) -> tuple[int, int]:
+        """Window width and height at one scale of the frame that still hold the boxes' spans."""
+        lowest = max(self.min_scale, (span_x[1] - span_x[0]) / w, (span_y[1] - span_y[0]) / h)
+        scale = float(rng.uniform(lowest, 1.0))
+        cw = min(w, max(math.ceil(scale * w), span_x[1] - span_x[0], 1))
+        ch = min(h, max(round(cw * h / w), span_y[1] - span_y[0], 1))
+        return cw, ch
 
     def __call__(self, images: Images, targets: Targets, rng: np.random.Generator) -> tuple[Images, Targets]:
         if rng.random() >= self.p:
@@ -167,8 +197,13 @@ class RandomCropKeepBoxes:
         h, w = image_size(images[0])
         key = _boxes(targets[0])
         has = len(key) > 0
-        x0, cw = self._window(w, key[:, 0].min() if has else None, key[:, 2].max() if has else None, rng)
-        y0, ch = self._window(h, key[:, 1].min() if has else None, key[:, 3].max() if has else None, rng)
+        span_x = self._span(w, key[:, 0].min() if has else None, key[:, 2].max() if has else None)
+        span_y = self._span(h, key[:, 1].min() if has else None, key[:, 3].max() if has else None)
+        cw = ch = None
+        if self.keep_aspect:
+            cw, ch = self._aspect_sizes(h, w, span_x, span_y, rng)
+        x0, cw = self._window(w, span_x, rng, cw)
+        y0, ch = self._window(h, span_y, rng, ch)
         out_images, out_targets = [], []
         for t, (image, target) in enumerate(zip(images, targets, strict=True)):
             out_images.append(_pil(image).crop((x0, y0, x0 + cw, y0 + ch)))
@@ -182,7 +217,7 @@ class RandomCropKeepBoxes:
         return out_images, out_targets
 
     def __repr__(self) -> str:
-        return f"RandomCropKeepBoxes(p={self.p}, min_scale={self.min_scale})"
+        return f"RandomCropKeepBoxes(p={self.p}, min_scale={self.min_scale}, keep_aspect={self.keep_aspect})"
 
 
 class PhotometricJitter:
@@ -264,7 +299,8 @@ def build_train_transforms(cfg: DataConfig) -> Compose:
     """Flip, box-keeping crop, multi-scale resize, per-clip photometric jitter, tensor, cxcywh.
 
     The crop comes before the resize so that the output size is always the drawn scale. A short
-    side is drawn per clip (the collate pads mixed sizes).
+    side is drawn per clip (the collate pads mixed sizes) unless the sampler gives one per batch
+    (``data.multiscale=batch``, whose crops also keep the frame's aspect ratio: a batch of one size).
     """
     _check_sizes(cfg)
     for name in ("hflip", "crop", "photometric"):
@@ -273,7 +309,7 @@ def build_train_transforms(cfg: DataConfig) -> Compose:
     if cfg.hflip > 0:
         steps.append(RandomHorizontalFlip(cfg.hflip))
     if cfg.crop > 0:
-        steps.append(RandomCropKeepBoxes(cfg.crop))
+        steps.append(RandomCropKeepBoxes(cfg.crop, keep_aspect=cfg.multiscale == "batch"))
     steps.append(RandomResize(cfg.train_sizes, cfg.max_size or None))
     if cfg.photometric > 0:
         steps.append(PhotometricJitter(cfg.photometric))

@@ -72,12 +72,15 @@ def build_train_loader(
             f"training set {source} has no unlabelled frames to put {mixed} of in each batch: "
             "mark some ('labelled': false; `v2idetr data add-frames`, `v2idetr data sparsify`) or set the "
             "unlabelled share to 0")
+    # data.multiscale=batch: the sampler draws one short side per batch, so no batch pads between sizes
+    scales = cfg.data.train_sizes if cfg.data.multiscale == "batch" else None
     sampler = (
         MixedSampler(unlabelled, cfg.data.batch_size + mixed, mixed, seed=cfg.train.seed, rank=rank,
-                     world_size=world_size, weights=weights, with_epoch=True)
+                     world_size=world_size, weights=weights, with_epoch=True, batch_scales=scales)
         if mixed
         else ResumableSampler(len(dataset), shuffle=True, seed=cfg.train.seed, rank=rank,
-                              world_size=world_size, weights=weights, with_epoch=True)
+                              world_size=world_size, weights=weights, with_epoch=True, batch_scales=scales,
+                              batch_size=cfg.data.batch_size)
     )
     loader = DataLoader(
         dataset,
