@@ -56,8 +56,10 @@ class ResumableSampler(Sampler[int]):
         """``start``: how many of this rank's samples of the epoch were already consumed."""
         self.epoch, self.start = epoch, start
 
-    def _generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+    def _generator(self, stream: int = 0) -> torch.Generator:
+        """The epoch's generator: stream 0 draws the order, stream 1 the batch sizes."""
+        epoch_seed = self.seed * 100_003 + self.epoch
+        return torch.Generator().manual_seed(epoch_seed if stream == 0 else epoch_seed * 2 + 1)
 
     def _order(self) -> list[int]:
         g = self._generator()
@@ -73,16 +75,16 @@ class ResumableSampler(Sampler[int]):
         order = self._order()
         if self.batch_scales is not None:
             scales = self._scales(-(-len(order) // self.batch_size))
-            return iter([(self.epoch, i, scales[(self.start + k) // self.batch_size])
-                         for k, i in enumerate(order[self.start :])])
+            return iter([(self.epoch, i, scales[k // self.batch_size])
+                         for k, i in enumerate(order[self.start :], start=self.start)])
         order = order[self.start :]
         return iter([(self.epoch, i) for i in order] if self.with_epoch else order)
 
     def _scales(self, batches: int) -> list[int]:
         """One short side per batch of the epoch, from a generator of its own: the order stays as without."""
         assert self.batch_scales is not None
-        g = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 2 + 1)
-        return [self.batch_scales[j] for j in torch.randint(len(self.batch_scales), (batches,), generator=g).tolist()]
+        drawn = torch.randint(len(self.batch_scales), (batches,), generator=self._generator(stream=1))
+        return [self.batch_scales[j] for j in drawn.tolist()]
 
     def __len__(self) -> int:
         return max(0, -(-self.size // self.world_size) - self.start)
