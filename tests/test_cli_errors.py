@@ -30,6 +30,7 @@ def _bad_invocations(tiny_synth, ckpt: Path, tmp_path: Path) -> list[tuple[list[
         (["train", *data, "--out", str(tmp_path / "r1"), "data.batch_size=0"], "'data.batch_size' = 0"),
         (["train", *data, "--out", str(tmp_path / "r2"), "train.lr=-1"], "'train.lr' = -1.0"),
         (["train", *data, "--out", str(tmp_path / "r3"), "train.eval_every=-3"], "'train.eval_every' = -3"),
+        (["train", *data, "--out", str(tmp_path / "r5"), "model.freeze_backbone=true"], "'model.freeze_backbone'"),
         (["distill", "--teacher", str(a_file), *data, "--out", str(tmp_path / "r4")], "a-file"),
         (["eval", "--checkpoint", str(ckpt), "--data", str(tiny_synth.val_json), "--out", str(a_file)], "is a file"),
         (["eval", "--checkpoint", str(ckpt), "--data", str(tiny_synth.val_json), "--batch-size", "0"], "--batch-size"),

@@ -58,6 +58,10 @@ class ModelConfig:
     # their weights, as in Detectron2 and Deformable DETR; false trains them too, for frames far from
     # ImageNet's photographs
     freeze_backbone_stem: bool = True
+    # the whole trunk keeps the weights it starts from (train.init_from or backbone_weights), batch norm
+    # included, and no gradient flows through it: a teacher started from its image baseline then trains
+    # only the projections, the transformer and the temporal module, at about twice the clips per second
+    freeze_backbone: bool = False
     num_feature_levels: int = 4  # C3-C5 (+ extra stride-64 levels)
     hidden_dim: int = 256
     nheads: int = 8

@@ -146,3 +146,19 @@ def test_offline_imagenet_resnet_names_the_file_to_give_and_the_lite_backbone(mo
     message = str(info.value)
     assert "resnet18-f37072fd.pth" in message and "model.backbone_weights=/path/resnet18-f37072fd.pth" in message
     assert "model.backbone=efficientnet_lite0 model.backbone_weights=imagenet" in message
+
+
+def test_freeze_backbone_freezes_the_whole_trunk_batch_norm_statistics_included():
+    backbone = Backbone(_cfg(freeze_backbone=True, freeze_backbone_bn=False)).train()
+    norms = [m for m in backbone.body.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    assert not any(p.requires_grad for p in backbone.body.parameters())
+    before = norms[0].running_mean.clone()
+    images, masks = _padded_batch()
+    sum(s.sum() for s in backbone(images, masks).srcs).backward()
+    assert torch.equal(norms[0].running_mean, before)
+    assert all(p.grad is None for p in backbone.body.parameters())
+    assert all(p.grad is not None for p in backbone.input_proj.parameters())
+    trained = Backbone(_cfg(freeze_backbone_bn=False)).train()  # the default: the trunk learns
+    assert all(m.training for m in trained.body.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(p.requires_grad for p in trained.body.parameters())

@@ -22,6 +22,16 @@ from v2idetr.models.teacher import VideoTeacher
 log = logging.getLogger(__name__)
 
 
+def refuse_frozen_random_trunk(cfg: Config, starts_from_checkpoint: bool) -> None:
+    """``model.freeze_backbone`` keeps the trunk's starting weights: random ones would never learn."""
+    if cfg.model.freeze_backbone and cfg.model.backbone_weights == "none" and not starts_from_checkpoint:
+        raise ConfigError(
+            "config key 'model.freeze_backbone' = true with model.backbone_weights = 'none' and no checkpoint "
+            "to start from: the trunk would keep random weights. Start from a trained model (train.init_from, "
+            "e.g. the image baseline's checkpoint), give model.backbone_weights, or set model.freeze_backbone=false"
+        )
+
+
 def init_weights_from(model: nn.Module, source_ckpt: str | Path | Checkpoint, train_index: DatasetIndex,
                       key: str = "train.init_from", hint: str = "") -> None:
     """Load a checkpoint's weights into ``model`` before training (``key``: the option that asked).

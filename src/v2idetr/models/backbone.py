@@ -144,7 +144,9 @@ class Backbone(nn.Module):
 
     With pretrained weights the stem and the first stage(s) are frozen (ResNet: ``layer1``; Lite:
     the stride-2 and stride-4 blocks; as in DETR: they change little and cost the most backward
-    time at full resolution); trained from scratch, everything learns.
+    time at full resolution); trained from scratch, everything learns. ``model.freeze_backbone``
+    freezes the whole trunk: a teacher started from its image baseline's weights skips the trunk's
+    backward pass for every frame of its clips, the largest share of a CPU training step.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -172,7 +174,10 @@ class Backbone(nn.Module):
                 self.body.layer4 = nn.Identity()
             frozen = _resnet_frozen_when_pretrained
             all_channels = _RESNETS[cfg.backbone][2]
-        if cfg.backbone_weights != "none" and cfg.freeze_backbone_stem:
+        self.frozen_trunk = cfg.freeze_backbone
+        if self.frozen_trunk:
+            self.body.requires_grad_(False)
+        elif cfg.backbone_weights != "none" and cfg.freeze_backbone_stem:
             for name, param in self.body.named_parameters():
                 if frozen(name):
                     param.requires_grad_(False)
@@ -200,6 +205,13 @@ class Backbone(nn.Module):
         for layer in self.input_proj:
             nn.init.xavier_uniform_(layer[0].weight, gain=1)
             nn.init.zeros_(layer[0].bias)
+
+    def train(self, mode: bool = True) -> Backbone:
+        """A frozen trunk stays in eval mode, so trainable batch norms keep their statistics too."""
+        super().train(mode)
+        if self.frozen_trunk:
+            self.body.eval()
+        return self
 
     def normalise(self, images: Tensor, masks: Tensor) -> Tensor:
         """RGB in ``[0, 1]`` -> the trunk's normalisation, with the padding (``masks`` True) at zero."""
