@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from v2idetr.bench.speed import benchmark_speed, speed_inputs, teacher_config
 from v2idetr.cli import main
@@ -93,3 +94,21 @@ def test_teacher_batches_are_clips_of_consecutive_key_frames() -> None:
     first, _ = repeated_frames(images.flatten(0, 1), torch.zeros(12, 32, 32, dtype=torch.bool))
     assert len(first) == 6
     assert repeated_frames(speed_inputs(1, 3, 32, torch.device("cpu"))[0][0], torch.zeros(3, 32, 32, dtype=torch.bool)) is None
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.freeze_backbone=true"]])
+def test_train_step_trains_the_parameters_the_configured_weights_would(overrides) -> None:
+    """Random weights are timed, but a pretrained trunk's frozen stem (or a frozen trunk) must stay
+    frozen, or the step's backward pass, and so its cost, is overstated."""
+    from v2idetr.bench.train_speed import _objective
+    from v2idetr.models.build import build
+
+    lite = str(ROOT / "configs" / "student-lite.yaml")
+    cfg, teacher_cfg = load_config(lite, overrides), load_config(lite.replace("student", "teacher"), overrides)
+    for stage, real_cfg in (("baseline", cfg), ("teacher", teacher_cfg)):
+        _, model, _ = _objective(stage, cfg, teacher_cfg, 2, torch.device("cpu"))
+        real = build(real_cfg, 2).model  # the package's ImageNet file: no download
+        assert cfg.model.backbone_weights == "imagenet"
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trained == {n for n, p in real.named_parameters() if p.requires_grad}
+        assert any("backbone.body" in n for n in trained) != bool(overrides)

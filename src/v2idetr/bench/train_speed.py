@@ -21,6 +21,7 @@ from v2idetr.data.collate import Batch
 from v2idetr.distill.objective import DistillationObjective
 from v2idetr.engine.objective import DetectionObjective
 from v2idetr.engine.optim import param_groups
+from v2idetr.models.backbone import Backbone
 from v2idetr.models.build import build
 from v2idetr.precision import half_dtype
 
@@ -51,18 +52,26 @@ def synthetic_batch(batch: int, frames: int, size: int, num_classes: int, seed: 
     )
 
 
-def _objective(stage: str, student_cfg: Config, teacher_cfg: Config, num_classes: int, dev: torch.device):
-    """``(objective, trainable model, config of the stage)``, random weights (the cost is the same)."""
-    cfg = teacher_cfg if stage == "teacher" else student_cfg
+def _random_weights(cfg: Config, num_classes: int):
+    """``build(cfg)`` with random weights (the cost is the same, and nothing is downloaded), training
+    what the configured weights would: a pretrained trunk keeps its stem frozen."""
+    pretrained = cfg.model.backbone_weights != "none"
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone_weights = "none"
     built = build(cfg, num_classes)
+    for module in built.model.modules():
+        if isinstance(module, Backbone):
+            module.freeze_trunk(cfg.model, pretrained)
+    return built, cfg
+
+
+def _objective(stage: str, student_cfg: Config, teacher_cfg: Config, num_classes: int, dev: torch.device):
+    """``(objective, trainable model, config of the stage)``."""
+    built, cfg = _random_weights(teacher_cfg if stage == "teacher" else student_cfg, num_classes)
     model = built.model.to(dev).train()
     if stage != "distill":
         return DetectionObjective(model, built.criterion.to(dev)), model, cfg
-    t_cfg = copy.deepcopy(teacher_cfg)
-    t_cfg.model.backbone_weights = "none"
-    teacher = build(t_cfg, num_classes).model.to(dev)
+    teacher = _random_weights(teacher_cfg, num_classes)[0].model.to(dev)
     start = copy.deepcopy(model).eval() if cfg.distill.tfd_target == "residual" else None
     objective = DistillationObjective(model, teacher, built.criterion.to(dev), cfg.distill, start=start)
     objective.extra_modules.to(dev)

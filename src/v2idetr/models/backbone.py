@@ -164,7 +164,6 @@ class Backbone(nn.Module):
             self.body = efficientnet_lite.build_trunk(
                 cfg.backbone_weights, cfg.freeze_backbone_bn, cfg.backbone_stages, _load_state_dict
             )
-            frozen = efficientnet_lite.frozen_when_pretrained
             all_channels = efficientnet_lite.CHANNELS
         else:
             self.body = build_resnet(cfg.backbone, cfg.backbone_weights, cfg.freeze_backbone_bn)
@@ -172,15 +171,9 @@ class Backbone(nn.Module):
             self.body.avgpool = nn.Identity()
             if cfg.backbone_stages == 3:
                 self.body.layer4 = nn.Identity()
-            frozen = _resnet_frozen_when_pretrained
             all_channels = _RESNETS[cfg.backbone][2]
         self.frozen_trunk = cfg.freeze_backbone
-        if self.frozen_trunk:
-            self.body.requires_grad_(False)
-        elif cfg.backbone_weights != "none" and cfg.freeze_backbone_stem:
-            for name, param in self.body.named_parameters():
-                if frozen(name):
-                    param.requires_grad_(False)
+        self.freeze_trunk(cfg, pretrained=cfg.backbone_weights != "none")
         mean, std = input_normalisation(cfg.backbone)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -205,6 +198,18 @@ class Backbone(nn.Module):
         for layer in self.input_proj:
             nn.init.xavier_uniform_(layer[0].weight, gain=1)
             nn.init.zeros_(layer[0].bias)
+
+    def freeze_trunk(self, cfg: ModelConfig, pretrained: bool) -> None:
+        """Stop the gradients of the trunk's parameters that ``cfg`` keeps fixed: all with
+        ``freeze_backbone``, a ``pretrained`` trunk's stem and first stages with ``freeze_backbone_stem``.
+        `bench speed --train` calls it on a randomly initialised trunk to time what a pretrained one trains."""
+        if cfg.freeze_backbone:
+            self.body.requires_grad_(False)
+        elif pretrained and cfg.freeze_backbone_stem:
+            frozen = efficientnet_lite.frozen_when_pretrained if self.is_lite else _resnet_frozen_when_pretrained
+            for name, param in self.body.named_parameters():
+                if frozen(name):
+                    param.requires_grad_(False)
 
     def train(self, mode: bool = True) -> Backbone:
         """A frozen trunk stays in eval mode, so trainable batch norms keep their statistics too."""
