@@ -39,7 +39,7 @@ from v2idetr.engine.metrics import resolve_protocol, select_detections
 from v2idetr.engine.objective import DetectionObjective
 from v2idetr.engine.run_folder import claim_run_folder
 from v2idetr.engine.trainer import Trainer, TrainResult, seed_everything
-from v2idetr.engine.weights import init_weights_from, load_model, refuse_frozen_random_trunk
+from v2idetr.engine.weights import check_frozen_trunk, init_weights_from, load_model
 from v2idetr.errors import ConfigError, DatasetError
 from v2idetr.models.build import build, build_model
 from v2idetr.models.postprocess import PostProcess
@@ -98,7 +98,7 @@ def train(
             "through its teacher (`v2idetr distill`); an image detector or a teacher trains on labelled frames: "
             "drop the key from this run"
         )
-    refuse_frozen_random_trunk(cfg, bool(cfg.train.init_from))
+    check_frozen_trunk(cfg, bool(cfg.train.init_from))
     claim = claim_run_folder(out_dir, config_to_dict(cfg), resume, overwrite)
     train_index = load_dataset(cfg, cfg.data.train, "train")
     val_index = load_dataset(cfg, cfg.data.val, "val", split="test") if cfg.data.val else None
@@ -166,7 +166,7 @@ def distill(
             "distill trains an image student: its config needs model.temporal=none and data.num_frames=1 "
             f"(got {cfg.model.temporal!r}, {cfg.data.num_frames})"
         )
-    refuse_frozen_random_trunk(cfg, bool(cfg.distill.init_from_teacher or cfg.train.init_from))
+    check_frozen_trunk(cfg, bool(cfg.distill.init_from_teacher or cfg.train.init_from))
     claim = claim_run_folder(out_dir, config_to_dict(cfg), resume, overwrite)
     teacher_ckpt = load_checkpoint(Path(teacher))  # read once: it builds the teacher and starts the student
     teacher_model, teacher_cfg, teacher_meta = load_model(teacher_ckpt, device="cpu")

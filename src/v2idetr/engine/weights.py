@@ -22,9 +22,17 @@ from v2idetr.models.teacher import VideoTeacher
 log = logging.getLogger(__name__)
 
 
-def refuse_frozen_random_trunk(cfg: Config, starts_from_checkpoint: bool) -> None:
-    """``model.freeze_backbone`` keeps the trunk's starting weights: random ones would never learn."""
-    if cfg.model.freeze_backbone and cfg.model.backbone_weights == "none" and not starts_from_checkpoint:
+def check_frozen_trunk(cfg: Config, starts_from_checkpoint: bool) -> None:
+    """``model.freeze_backbone`` keeps the trunk's starting weights: random ones would never learn, and
+    pretrained ones never adapt to the frames (worth a warning: it is meant for a run that starts from a
+    model trained on them)."""
+    if not cfg.model.freeze_backbone or starts_from_checkpoint:
+        return
+    if cfg.model.backbone_weights != "none":
+        log.warning("model.freeze_backbone=true and no train.init_from: the trunk keeps its %s weights and never "
+                    "adapts to these frames; start from the image baseline's checkpoint (train.init_from) or set "
+                    "model.freeze_backbone=false", cfg.model.backbone_weights)
+    else:
         raise ConfigError(
             "config key 'model.freeze_backbone' = true with model.backbone_weights = 'none' and no checkpoint "
             "to start from: the trunk would keep random weights. Start from a trained model (train.init_from, "
