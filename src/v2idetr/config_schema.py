@@ -60,7 +60,7 @@ class ModelConfig:
     freeze_backbone_stem: bool = True
     # the whole trunk keeps the weights it starts from (train.init_from or backbone_weights), batch norm
     # included, and no gradient flows through it: a teacher started from its image baseline then trains
-    # only the projections, the transformer and the temporal module, at about twice the clips per second
+    # only the projections, the transformer and the temporal module, at 1.6-2x the clips per second on a CPU
     freeze_backbone: bool = False
     num_feature_levels: int = 4  # C3-C5 (+ extra stride-64 levels)
     hidden_dim: int = 256
