@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from v2idetr.bench.speed import benchmark_speed, speed_inputs, teacher_config
+from v2idetr.bench.train_speed import _objective
 from v2idetr.cli import main
 from v2idetr.config import load_config
 from v2idetr.demo import QUICK_MODEL
 from v2idetr.errors import ConfigError
-from v2idetr.models.build import build_model
+from v2idetr.models.build import build, build_model
 from v2idetr.models.teacher import VideoTeacher, repeated_frames
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,9 +101,6 @@ def test_teacher_batches_are_clips_of_consecutive_key_frames() -> None:
 def test_train_step_trains_the_parameters_the_configured_weights_would(overrides) -> None:
     """Random weights are timed, but a pretrained trunk's frozen stem (or a frozen trunk) must stay
     frozen, or the step's backward pass, and so its cost, is overstated."""
-    from v2idetr.bench.train_speed import _objective
-    from v2idetr.models.build import build
-
     lite = str(ROOT / "configs" / "student-lite.yaml")
     cfg, teacher_cfg = load_config(lite, overrides), load_config(lite.replace("student", "teacher"), overrides)
     for stage, real_cfg in (("baseline", cfg), ("teacher", teacher_cfg)):

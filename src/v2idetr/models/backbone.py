@@ -172,7 +172,6 @@ class Backbone(nn.Module):
             if cfg.backbone_stages == 3:
                 self.body.layer4 = nn.Identity()
             all_channels = _RESNETS[cfg.backbone][2]
-        self.frozen_trunk = cfg.freeze_backbone
         self.freeze_trunk(cfg, pretrained=cfg.backbone_weights != "none")
         mean, std = input_normalisation(cfg.backbone)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -203,6 +202,7 @@ class Backbone(nn.Module):
         """Stop the gradients of the trunk's parameters that ``cfg`` keeps fixed: all with
         ``freeze_backbone``, a ``pretrained`` trunk's stem and first stages with ``freeze_backbone_stem``.
         `bench speed --train` calls it on a randomly initialised trunk to time what a pretrained one trains."""
+        self.frozen_trunk = cfg.freeze_backbone  # `train` keeps such a trunk in eval mode
         if cfg.freeze_backbone:
             self.body.requires_grad_(False)
         elif pretrained and cfg.freeze_backbone_stem:
